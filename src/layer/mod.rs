@@ -1,0 +1,11 @@
+//! Reading a layer: one streaming pass from blob bytes to tar entries.
+//!
+//! blob → sha256 (digest) → decompress → sha256 (diff_id) → [spool] → tar entries.
+//! Nothing holds a layer in memory; each entry becomes compact metadata.
+
+pub mod compression;
+pub mod entry;
+pub mod read;
+
+pub use entry::{Entry, EntryKind, Meta};
+pub use read::{LayerListing, ReadOptions, read_layer};

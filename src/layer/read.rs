@@ -1,0 +1,439 @@
+//! The streaming layer reader.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use indicatif::ProgressBar;
+use tar::EntryType;
+
+use super::compression::{decoder, sniff};
+use super::entry::{
+    Entry, EntryKind, Meta, WHITEOUT_PREFIX, basename, normalize_path, whiteout_target,
+};
+use crate::digest::{Digest, Hasher, VerifyingReader};
+use crate::error::{Error, IoContext, Result, from_io, to_io};
+use crate::image::{Compression, Descriptor};
+
+/// Largest file whose content the reader keeps for the analysis (RECORD files).
+pub const CAPTURE_MAX: u64 = 1 << 20;
+
+#[derive(Clone)]
+pub struct ReadOptions {
+    /// sha256 every file's content (needed to verify a rewrite).
+    pub hash_contents: bool,
+    /// Keep a copy of the uncompressed layer in this directory (for rewriting).
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Which small files to keep the content of.
+    pub capture: fn(&str) -> bool,
+    /// Refuse a layer that decompresses to more than this (decompression bombs).
+    pub max_layer_bytes: u64,
+    pub progress: Option<ProgressBar>,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            hash_contents: false,
+            spool_dir: None,
+            capture: |_| false,
+            max_layer_bytes: 32 << 30,
+            progress: None,
+        }
+    }
+}
+
+/// Everything one pass over a layer learned.
+pub struct LayerListing {
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub compressed_size: u64,
+    pub uncompressed_size: u64,
+    /// What the bytes are, by magic (the media type was checked against it).
+    pub compression: Compression,
+    pub entries: Vec<Entry>,
+    /// The uncompressed tar, when spooling was asked for.
+    pub spool: Option<tempfile::TempPath>,
+}
+
+/// Counts bytes, reports progress, and stops a decompression bomb.
+struct Limit<R> {
+    inner: R,
+    count: u64,
+    max: u64,
+    what: String,
+}
+
+impl<R: Read> Read for Limit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        if self.count > self.max {
+            return Err(to_io(Error::invalid(
+                &self.what,
+                format!(
+                    "decompresses to more than {} bytes (the per-layer limit; raise it with --max-layer-size)",
+                    self.max
+                ),
+            )));
+        }
+        Ok(n)
+    }
+}
+
+struct Tee<R, W> {
+    inner: R,
+    out: Option<W>,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(w) = self.out.as_mut() {
+            w.write_all(&buf[..n])?;
+        }
+        Ok(n)
+    }
+}
+
+struct Progress<R> {
+    inner: R,
+    bar: Option<ProgressBar>,
+}
+
+impl<R: Read> Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(b) = &self.bar {
+            b.inc(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+fn pax_meta(entry: &mut tar::Entry<impl Read>, meta: &mut Meta, what: &str) -> Result<()> {
+    let Some(exts) = entry.pax_extensions().map_err(|e| from_io(what, e))? else {
+        return Ok(());
+    };
+    let mut xattrs: Vec<(Box<str>, Box<[u8]>)> = Vec::new();
+    for ext in exts {
+        let ext = ext.map_err(|e| from_io(what, e))?;
+        let key = ext
+            .key()
+            .map_err(|_| Error::invalid(what, "PAX record key is not UTF-8"))?;
+        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+            xattrs.push((name.into(), ext.value_bytes().into()));
+        } else if key == "mtime" {
+            let v = ext
+                .value()
+                .map_err(|_| Error::invalid(what, "PAX mtime is not UTF-8"))?;
+            let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+            let secs: i64 = secs
+                .parse()
+                .map_err(|_| Error::invalid(what, format!("PAX mtime {v:?} is not a number")))?;
+            let mut digits: String = frac.chars().take(9).collect();
+            if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::invalid(
+                    what,
+                    format!("PAX mtime {v:?} is not a number"),
+                ));
+            }
+            while digits.len() < 9 {
+                digits.push('0');
+            }
+            let mut nsec: u32 = digits.parse().unwrap_or(0);
+            let mut secs = secs;
+            // "-1.5" means 1.5 s before the epoch: floor the seconds, positive fraction.
+            if v.starts_with('-') && nsec > 0 {
+                secs -= 1;
+                nsec = 1_000_000_000 - nsec;
+            }
+            meta.mtime = secs;
+            meta.mtime_nsec = nsec;
+        }
+    }
+    if !xattrs.is_empty() {
+        xattrs.sort();
+        meta.xattrs = Some(xattrs.into_boxed_slice());
+    }
+    Ok(())
+}
+
+/// Read one layer blob from `source`, verifying its digest and diff_id.
+pub fn read_layer(
+    source: &dyn crate::transport::Source,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    opts: &ReadOptions,
+) -> Result<LayerListing> {
+    let raw = source.open_blob(desc)?;
+    read_layer_from(
+        raw,
+        desc,
+        diff_id,
+        opts,
+        &format!("layer {} of {}", desc.digest, source.describe()),
+    )
+}
+
+/// Read a layer from any byte stream (a source blob or a file we just wrote).
+pub fn read_layer_from(
+    raw: Box<dyn Read + Send>,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    opts: &ReadOptions,
+    what: &str,
+) -> Result<LayerListing> {
+    let declared = desc.media_type.layer_compression().ok_or_else(|| {
+        Error::unsupported(
+            what,
+            format!("unknown layer media type '{}'", desc.media_type),
+        )
+    })?;
+    let compressed = VerifyingReader::new(
+        Progress {
+            inner: raw,
+            bar: opts.progress.clone(),
+        },
+        Some((desc.digest.clone(), Some(desc.size))),
+        what.to_string(),
+    );
+    let mut compressed = BufReader::with_capacity(256 * 1024, compressed);
+    let head = io::BufRead::fill_buf(&mut compressed).map_err(|e| from_io(what, e))?;
+    let sniffed = sniff(head);
+    // An empty blob has no magic; only an uncompressed declaration makes sense for it.
+    if !head.is_empty() && sniffed != declared {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "media type {} says {declared}, but the content is {sniffed}",
+                desc.media_type
+            ),
+        ));
+    }
+
+    let spool = match &opts.spool_dir {
+        Some(dir) => Some(
+            tempfile::Builder::new()
+                .prefix("layer-")
+                .tempfile_in(dir)
+                .with_ctx(|| format!("creating a spool file in {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let (spool_file, spool_path) = match spool {
+        Some(t) => {
+            let (f, p) = t.into_parts();
+            (Some(BufWriter::with_capacity(1 << 20, f)), Some(p))
+        }
+        None => (None, None),
+    };
+
+    let mut entries = Vec::new();
+    let uncompressed_size;
+    {
+        let dec = decoder(&mut compressed, declared).map_err(|e| from_io(what, e))?;
+        let verified = VerifyingReader::new(
+            dec,
+            Some((diff_id.clone(), None)),
+            format!("{what}: uncompressed content (diff_id)"),
+        );
+        let limited = Limit {
+            inner: verified,
+            count: 0,
+            max: opts.max_layer_bytes,
+            what: what.to_string(),
+        };
+        let tee = Tee {
+            inner: limited,
+            out: spool_file,
+        };
+        let mut archive = tar::Archive::new(tee);
+        for raw_entry in archive.entries().map_err(|e| from_io(what, e))? {
+            let mut e = raw_entry.map_err(|e| from_io(format!("{what}: reading tar"), e))?;
+            if let Some(entry) = convert(&mut e, opts, what)? {
+                entries.push(entry);
+            }
+        }
+        // The tar reader stops at the end-of-archive marker; the padding after it is
+        // part of the diff_id, so hash to EOF.
+        let mut rest = archive.into_inner();
+        io::copy(&mut rest, &mut io::sink()).map_err(|e| from_io(what, e))?;
+        uncompressed_size = rest.inner.count;
+        if let Some(mut f) = rest.out.take() {
+            f.flush().with_ctx(|| format!("{what}: writing spool"))?;
+        }
+    }
+    // Likewise the compressed stream: read it to the end so its digest is checked.
+    io::copy(&mut compressed, &mut io::sink()).map_err(|e| from_io(what, e))?;
+    let compressed_size = compressed.get_ref().bytes_read();
+    Ok(LayerListing {
+        digest: desc.digest.clone(),
+        diff_id: diff_id.clone(),
+        compressed_size,
+        uncompressed_size,
+        compression: if desc.size == 0 { declared } else { sniffed },
+        entries,
+        spool: spool_path,
+    })
+}
+
+/// Turn one tar entry into an [`Entry`], or `None` for entries that carry no file
+/// (PAX global headers, AUFS bookkeeping).
+fn convert(e: &mut tar::Entry<impl Read>, opts: &ReadOptions, what: &str) -> Result<Option<Entry>> {
+    let etype = e.header().entry_type();
+    if etype == EntryType::XGlobalHeader {
+        return Ok(None);
+    }
+    let raw_path = e.path_bytes().into_owned();
+    let path = normalize_path(&raw_path)
+        .map_err(|m| Error::invalid(what, format!("hostile tar entry: {m}")))?;
+    let h = e.header();
+    let mut meta = Meta {
+        mode: h.mode().map_err(|err| from_io(what, err))? & 0o7777,
+        uid: h.uid().map_err(|err| from_io(what, err))?,
+        gid: h.gid().map_err(|err| from_io(what, err))?,
+        mtime: h.mtime().map_err(|err| from_io(what, err))? as i64,
+        mtime_nsec: 0,
+        xattrs: None,
+    };
+    pax_meta(e, &mut meta, what)?;
+    let size = e.size();
+    let data_offset = e.raw_file_position();
+
+    if basename(&path).starts_with(WHITEOUT_PREFIX) {
+        return Ok(whiteout_target(&path)
+            .map_err(|m| Error::invalid(what, m))?
+            .map(|(target, opaque)| Entry {
+                path: target.into(),
+                kind: if opaque {
+                    EntryKind::Opaque
+                } else {
+                    EntryKind::Whiteout
+                },
+                meta,
+                size: 0,
+                data_offset,
+                content_hash: None,
+                captured: None,
+                sparse: false,
+            }));
+    }
+    if path.is_empty() && etype != EntryType::Directory {
+        return Err(Error::invalid(
+            what,
+            "hostile tar entry: a non-directory entry for the root",
+        ));
+    }
+
+    let link_name = || -> Result<Box<str>> {
+        let raw = e
+            .link_name_bytes()
+            .ok_or_else(|| Error::invalid(what, format!("link {path:?} has no target")))?;
+        let s = std::str::from_utf8(&raw)
+            .map_err(|_| Error::invalid(what, format!("link target of {path:?} is not UTF-8")))?;
+        if s.contains('\0') || s.is_empty() {
+            return Err(Error::invalid(
+                what,
+                format!("link {path:?} has an empty or NUL target"),
+            ));
+        }
+        Ok(s.into())
+    };
+    let (kind, sparse) = match etype {
+        EntryType::Regular | EntryType::Continuous => (EntryKind::File, false),
+        EntryType::GNUSparse => (EntryKind::File, true),
+        EntryType::Directory => (EntryKind::Dir, false),
+        EntryType::Symlink => (EntryKind::Symlink(link_name()?), false),
+        EntryType::Link => {
+            let target = link_name()?;
+            let norm = normalize_path(target.as_bytes()).map_err(|m| {
+                Error::invalid(
+                    what,
+                    format!("hostile tar entry: hard link {path:?} to {m}"),
+                )
+            })?;
+            (EntryKind::Hardlink(norm.into()), false)
+        }
+        EntryType::Char | EntryType::Block => {
+            let major = e
+                .header()
+                .device_major()
+                .map_err(|err| from_io(what, err))?
+                .unwrap_or(0);
+            let minor = e
+                .header()
+                .device_minor()
+                .map_err(|err| from_io(what, err))?
+                .unwrap_or(0);
+            if etype == EntryType::Char {
+                (EntryKind::Char(major, minor), false)
+            } else {
+                (EntryKind::Block(major, minor), false)
+            }
+        }
+        EntryType::Fifo => (EntryKind::Fifo, false),
+        other => {
+            return Err(Error::unsupported(
+                what,
+                format!(
+                    "tar entry {path:?} has unsupported type {:?}",
+                    other.as_byte() as char
+                ),
+            ));
+        }
+    };
+
+    let mut content_hash = None;
+    let mut captured = None;
+    if kind == EntryKind::File {
+        let capture = size <= CAPTURE_MAX && (opts.capture)(&path);
+        if capture || opts.hash_contents {
+            let mut hasher = Hasher::new();
+            let mut keep = Vec::new();
+            let mut buf = [0u8; 64 * 1024];
+            loop {
+                let n = e
+                    .read(&mut buf)
+                    .map_err(|err| from_io(format!("{what}: reading {path}"), err))?;
+                if n == 0 {
+                    break;
+                }
+                if opts.hash_contents {
+                    hasher.update(&buf[..n]);
+                }
+                if capture {
+                    keep.extend_from_slice(&buf[..n]);
+                }
+            }
+            if opts.hash_contents {
+                content_hash = Some(hasher.finish_bytes());
+            }
+            if capture {
+                captured = Some(keep.into_boxed_slice());
+            }
+        }
+    }
+    Ok(Some(Entry {
+        path: path.into(),
+        kind,
+        meta,
+        size: if matches!(
+            etype,
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
+        ) {
+            size
+        } else {
+            0
+        },
+        data_offset,
+        content_hash,
+        captured,
+        sparse,
+    }))
+}
+
+/// Open a spooled layer for random access.
+pub fn open_spool(path: &Path) -> Result<File> {
+    File::open(path).with_ctx(|| format!("opening spool {}", path.display()))
+}

@@ -1,0 +1,21 @@
+//! coldpress: make container images start fast on AWS Lambda.
+//!
+//! The data flows one way, and the modules follow it:
+//! [`reference`] → [`transport`] (sources and sinks) → [`image`] (manifest, config)
+//! → [`layer`] (streamed tar entries) → [`fsindex`] (the final filesystem)
+//! → [`analysis`] (base match, classes, strip rules, findings) → [`plan`]
+//! → [`writer`] (new layers) → [`transport`] (sink) → [`report`].
+
+pub mod analysis;
+pub mod catalog;
+pub mod digest;
+pub mod error;
+pub mod fsindex;
+pub mod image;
+pub mod layer;
+pub mod reference;
+pub mod report;
+pub mod transport;
+pub mod ui;
+
+pub use error::{Error, Result};
