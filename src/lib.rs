@@ -8,8 +8,11 @@
 
 pub mod analysis;
 pub mod catalog;
+pub mod cli;
+pub mod commands;
 pub mod digest;
 pub mod error;
+pub mod example;
 pub mod fsindex;
 pub mod image;
 pub mod layer;
@@ -17,5 +20,6 @@ pub mod reference;
 pub mod report;
 pub mod transport;
 pub mod ui;
+pub mod writer;
 
 pub use error::{Error, Result};

@@ -1,1 +1,26 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use coldpress::cli::{Cli, Command};
+use coldpress::{commands, ui};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ui::init(cli.global.verbose, cli.global.quiet);
+    let result = match &cli.command {
+        Command::Analyze(a) => commands::analyze::run(a),
+        Command::Example(e) => coldpress::example::write_example(&e.dir).map(|written| {
+            for (tag, digest) in written {
+                println!("oci:{}:{tag}\t{digest}", e.dir.display());
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, naming the thing that failed; the cause chain is in the message.
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -1,1 +1,309 @@
-//! placeholder
+//! Analysis: read every layer once into the final filesystem, match the base,
+//! classify each path, decide what a rewrite would strip, and lint.
+
+pub mod classify;
+pub mod findings;
+pub mod strip;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, mpsc};
+
+use crate::catalog::{BaseMatch, Catalog, CatalogStatus};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::fsindex::{Count, FsIndex, LayerChanges};
+use crate::image::resolve::ResolvedImage;
+use crate::image::{Compression, Descriptor};
+use crate::layer::{LayerListing, ReadOptions, read_layer};
+use crate::transport::Source;
+use crate::ui;
+
+pub use classify::{Class, Classification};
+pub use findings::{Finding, Severity};
+pub use strip::{Profile, StripOptions, StripPlan};
+
+#[derive(Clone)]
+pub struct AnalyzeOptions {
+    pub strip: StripOptions,
+    /// Layers read at the same time.
+    pub jobs: usize,
+    pub read: ReadOptions,
+    /// Keep the list of paths the base layers alone produce (optimize needs it).
+    pub snapshot_base: bool,
+    pub max_image_bytes: u64,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        AnalyzeOptions {
+            strip: StripOptions::default(),
+            jobs: 2,
+            read: ReadOptions::default(),
+            snapshot_base: false,
+            max_image_bytes: 64 << 30,
+        }
+    }
+}
+
+/// Paths (and whether each is a directory) of the base layers alone.
+pub type BasePaths = Vec<(Box<str>, bool)>;
+
+pub struct LayerInfo {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
+    pub compressed_size: u64,
+    pub uncompressed_size: u64,
+    pub compression: Compression,
+    pub base: bool,
+    pub created_by: Option<String>,
+    pub changes: LayerChanges,
+    /// Final files this layer provides, by class.
+    pub classes: BTreeMap<Class, Count>,
+    pub spool: Option<tempfile::TempPath>,
+}
+
+pub struct Analysis {
+    pub image: ResolvedImage,
+    pub layers: Vec<LayerInfo>,
+    pub index: FsIndex,
+    pub base: Option<BaseMatch>,
+    /// Paths (and whether each is a directory) of the base layers alone.
+    pub base_paths: BasePaths,
+    pub classes: Classification,
+    pub strip: StripPlan,
+    pub findings: Vec<Finding>,
+    pub catalog: CatalogStatus,
+    /// The manifest was made up by the transport (docker archives).
+    pub synthesized_manifest: bool,
+    strip_profile: Profile,
+}
+
+impl Analysis {
+    pub fn base_layer_count(&self) -> usize {
+        self.base.as_ref().map_or(0, |b| b.layers)
+    }
+
+    /// Final files (not directories) of a class, with bytes.
+    pub fn class_totals(&self, class: Class) -> Count {
+        let mut c = Count::default();
+        for l in &self.layers {
+            if let Some(x) = l.classes.get(&class) {
+                c.files += x.files;
+                c.bytes += x.bytes;
+            }
+        }
+        c
+    }
+
+    pub fn strip_profile(&self) -> Profile {
+        self.strip_profile
+    }
+
+    pub fn cold_start_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .filter(|l| !l.base)
+            .map(|l| l.descriptor.size)
+            .sum()
+    }
+}
+
+/// Read every layer of `image` (several at once, applied in order) into an index.
+fn read_all(
+    source: &dyn Source,
+    image: &ResolvedImage,
+    opts: &AnalyzeOptions,
+    base_count: usize,
+) -> Result<(FsIndex, Vec<LayerListing>, BasePaths)> {
+    let layers = &image.parsed.layers;
+    let diff_ids = &image.config.rootfs.diff_ids;
+    let n = layers.len();
+    let jobs = opts.jobs.clamp(1, 16);
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    let window = (Mutex::new(0usize), Condvar::new());
+    let (tx, rx) = mpsc::channel::<(usize, Result<LayerListing>)>();
+    let mut index = FsIndex::new();
+    let mut listings: Vec<LayerListing> = Vec::with_capacity(n);
+    let mut base_paths = Vec::new();
+    let total_uncompressed = AtomicUsize::new(0);
+
+    let result = std::thread::scope(|s| -> Result<()> {
+        for _ in 0..jobs.min(n.max(1)) {
+            let tx = tx.clone();
+            let (next, abort, window) = (&next, &abort, &window);
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    // Do not run more than `jobs` layers ahead of the one being applied:
+                    // finished listings wait in memory.
+                    {
+                        let mut applied = window.0.lock().expect("not poisoned");
+                        while i >= *applied + jobs && !abort.load(Ordering::SeqCst) {
+                            applied = window.1.wait(applied).expect("not poisoned");
+                        }
+                    }
+                    if abort.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let mut ro = opts.read.clone();
+                    ro.progress = if ui::quiet() {
+                        None
+                    } else {
+                        Some(ui::bytes_bar(
+                            layers[i].size,
+                            format!("layer {} {}", i, layers[i].digest.short()),
+                        ))
+                    };
+                    let r = read_layer(source, &layers[i], &diff_ids[i], &ro);
+                    if let Some(pb) = ro.progress {
+                        pb.finish_and_clear();
+                    }
+                    if tx.send((i, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pending: BTreeMap<usize, Result<LayerListing>> = BTreeMap::new();
+        let mut next_apply = 0;
+        let stop = |e: Error| {
+            abort.store(true, Ordering::SeqCst);
+            window.1.notify_all();
+            Err(e)
+        };
+        if base_count == 0 && opts.snapshot_base {
+            base_paths = Vec::new();
+        }
+        for (i, r) in rx {
+            pending.insert(i, r);
+            while let Some(r) = pending.remove(&next_apply) {
+                let mut listing = match r {
+                    Ok(l) => l,
+                    Err(e) => return stop(e),
+                };
+                let total = total_uncompressed
+                    .fetch_add(listing.uncompressed_size as usize, Ordering::SeqCst)
+                    as u64
+                    + listing.uncompressed_size;
+                if total > opts.max_image_bytes {
+                    return stop(Error::invalid(
+                        &image.reference,
+                        format!(
+                            "layers decompress to more than {} bytes (the per-image limit; raise it with --max-image-size)",
+                            opts.max_image_bytes
+                        ),
+                    ));
+                }
+                let entries = std::mem::take(&mut listing.entries);
+                if let Err(e) = index.apply(
+                    entries,
+                    &format!(
+                        "layer {next_apply} ({}) of {}",
+                        listing.digest, image.reference
+                    ),
+                ) {
+                    return stop(e);
+                }
+                listings.push(listing);
+                next_apply += 1;
+                if next_apply == base_count && opts.snapshot_base {
+                    base_paths = index
+                        .iter()
+                        .map(|(p, n)| (Box::from(p), n.is_dir()))
+                        .collect();
+                }
+                *window.0.lock().expect("not poisoned") = next_apply;
+                window.1.notify_all();
+            }
+        }
+        Ok(())
+    });
+    result?;
+    if listings.len() != n {
+        return Err(Error::invalid(&image.reference, "not every layer was read"));
+    }
+    index.finish();
+    Ok((index, listings, base_paths))
+}
+
+/// Analyze a resolved image.
+pub fn analyze(
+    source: &dyn Source,
+    image: ResolvedImage,
+    catalog: &Catalog,
+    opts: &AnalyzeOptions,
+) -> Result<Analysis> {
+    let base = catalog.match_base(&image.config.rootfs.diff_ids, &image.platform);
+    let base_count = base.as_ref().map_or(0, |b| b.layers);
+    let mut ro = opts.read.clone();
+    ro.capture = classify::wants_content;
+    let opts = AnalyzeOptions {
+        read: ro,
+        ..opts.clone()
+    };
+    let (index, listings, base_paths) = read_all(source, &image, &opts, base_count)?;
+
+    let task_root = classify::task_root(image.config.env("LAMBDA_TASK_ROOT"));
+    let classes = classify::classify(&index, base_count, &task_root);
+    let strip = strip::plan(&index, &classes, &opts.strip)?;
+
+    let history = image.config.layer_history();
+    let mut layers: Vec<LayerInfo> = listings
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| LayerInfo {
+            descriptor: image.parsed.layers[i].clone(),
+            diff_id: l.diff_id,
+            compressed_size: l.compressed_size,
+            uncompressed_size: l.uncompressed_size,
+            compression: l.compression,
+            base: i < base_count,
+            created_by: history
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|h| h.created_by.clone()),
+            changes: index.layers[i].clone(),
+            classes: BTreeMap::new(),
+            spool: l.spool,
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for ((_, node), c) in index.iter().zip(&classes.items) {
+        if node.is_dir() {
+            continue;
+        }
+        // Hard-linked names share bytes: count their content once.
+        let bytes = match node.content {
+            Some(id) if seen.insert(id) => index.content(id).size,
+            _ => 0,
+        };
+        layers[node.layer as usize]
+            .classes
+            .entry(c.class)
+            .or_default()
+            .add(bytes);
+    }
+    let synthesized_manifest = image.reference.starts_with("docker-archive:");
+    let mut a = Analysis {
+        image,
+        layers,
+        index,
+        base,
+        base_paths,
+        classes,
+        strip,
+        findings: Vec::new(),
+        catalog: catalog.status.clone(),
+        synthesized_manifest,
+        strip_profile: opts.strip.profile,
+    };
+    a.findings = findings::compute(&a);
+    Ok(a)
+}

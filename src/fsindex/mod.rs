@@ -282,16 +282,15 @@ impl FsIndex {
                     None => l.added.add(size),
                 }
             }
-            if is_dir_entry {
-                if let Some(n) = self.nodes.get_mut(&key)
-                    && n.is_dir()
-                {
-                    // A directory over a directory merges: children stay, metadata is new.
-                    n.meta = e.meta;
-                    n.layer = layer;
-                    n.implicit = false;
-                    continue;
-                }
+            if is_dir_entry
+                && let Some(n) = self.nodes.get_mut(&key)
+                && n.is_dir()
+            {
+                // A directory over a directory merges: children stay, metadata is new.
+                n.meta = e.meta;
+                n.layer = layer;
+                n.implicit = false;
+                continue;
             }
             match existing {
                 Some((true, _)) if !is_dir_entry => {

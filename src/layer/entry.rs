@@ -3,6 +3,9 @@
 
 use serde::Serialize;
 
+/// Extended attributes: (name, value), sorted by name.
+pub type Xattrs = Box<[(Box<str>, Box<[u8]>)]>;
+
 /// File metadata that must survive a rewrite unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Meta {
@@ -12,7 +15,7 @@ pub struct Meta {
     pub mtime: i64,
     pub mtime_nsec: u32,
     /// `SCHILY.xattr.*` PAX records, sorted by name.
-    pub xattrs: Option<Box<[(Box<str>, Box<[u8]>)]>>,
+    pub xattrs: Option<Xattrs>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -1,1 +1,357 @@
-//! placeholder
+//! Reports: one serde model (`coldpress.report/v1`, documented in
+//! docs/report-schema.md), rendered as JSON, text or Markdown.
+
+mod render;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+pub use render::{render_markdown, render_text};
+
+use crate::analysis::{Analysis, Class, Finding};
+use crate::catalog::CatalogStatus;
+use crate::fsindex::Count;
+
+pub const SCHEMA: &str = "coldpress.report/v1";
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Tool {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct SourceInfo {
+    pub reference: String,
+    pub digest: String,
+    pub media_type: String,
+    pub platform: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<crate::image::resolve::IndexInfo>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct BaseInfo {
+    pub image: String,
+    pub digest: String,
+    /// Leading layers of the image that are the base's.
+    pub layers: usize,
+    /// Compressed bytes of those layers in this image.
+    pub bytes: u64,
+    pub stale: bool,
+    /// Every layer of the base build matched.
+    pub full: bool,
+    pub build_layers: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newer_digest: Option<String>,
+    /// `catalog` (official AWS Lambda base) or `user` (`--base-image`).
+    pub origin: String,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Totals {
+    pub layers: usize,
+    pub compressed_bytes: u64,
+    pub uncompressed_bytes: u64,
+    pub cold_start_bytes: u64,
+    pub files: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wasted_bytes: Option<u64>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct LayerRow {
+    pub index: usize,
+    pub digest: String,
+    pub diff_id: String,
+    pub media_type: String,
+    pub compression: String,
+    pub compressed_bytes: u64,
+    pub uncompressed_bytes: u64,
+    /// Tar entries that are files, directories or links (whiteouts not counted).
+    pub entries: u64,
+    pub base: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    pub added: Count,
+    pub changed: Count,
+    pub deleted: Count,
+    pub wasted_bytes: u64,
+    pub hardlinks: u64,
+    pub missing_parents: u64,
+    /// Final files this layer provides, by class.
+    pub classes: BTreeMap<Class, Count>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct RuleCount {
+    pub files: u64,
+    pub bytes: u64,
+    pub reason: String,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Strippable {
+    pub profile: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub by_rule: BTreeMap<String, RuleCount>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct FileRow {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub ftype: crate::layer::entry::FileType,
+    pub class: Class,
+    pub reason: String,
+    pub layer: u16,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strip_rule: Option<String>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct PackageRow {
+    pub ecosystem: &'static str,
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    pub path: String,
+}
+
+/// The analyze report; `optimize` fills the optional sections.
+#[derive(Serialize, Clone, Debug)]
+pub struct Report {
+    pub schema: &'static str,
+    pub tool: Tool,
+    pub source: SourceInfo,
+    pub base: Option<BaseInfo>,
+    pub base_catalog: CatalogStatus,
+    pub before: Totals,
+    pub classes: BTreeMap<Class, Count>,
+    pub layers: Vec<LayerRow>,
+    pub strippable: Strippable,
+    pub packages: Vec<PackageRow>,
+    pub findings: Vec<Finding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileRow>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub optimize: Option<crate::report::OptimizeSection>,
+}
+
+/// What `optimize` adds (see issue #3 / docs/report-schema.md).
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct OptimizeSection {
+    pub after: Totals,
+    pub removed: Removed,
+    pub new_layers: Vec<NewLayerRow>,
+    pub push: PushStats,
+    pub destination: Destination,
+    pub verified: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Removed {
+    pub files: u64,
+    pub bytes: u64,
+    pub by_rule: BTreeMap<String, RuleCount>,
+    pub paths: Vec<RemovedPath>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct RemovedPath {
+    pub path: String,
+    pub rule: String,
+    pub bytes: u64,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct NewLayerRow {
+    pub index: usize,
+    /// `base`, `system`, `deps` or `code`.
+    pub role: String,
+    pub digest: String,
+    pub diff_id: String,
+    pub media_type: String,
+    pub compressed_bytes: u64,
+    pub uncompressed_bytes: u64,
+    pub entries: u64,
+    /// Bytes written again because a hard link became a regular file.
+    pub hardlink_copy_bytes: u64,
+    pub whiteouts: u64,
+    /// How the blob reached the destination: uploaded, existed, mounted (empty for dry runs).
+    pub transfer: String,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct PushStats {
+    pub uploaded_bytes: u64,
+    pub reused_bytes: u64,
+    pub uploaded_blobs: u64,
+    pub reused_blobs: u64,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Destination {
+    pub reference: String,
+    pub digest: String,
+    pub media_type: String,
+}
+
+impl Report {
+    pub fn from_analysis(a: &Analysis, list_files: bool) -> Report {
+        let base_name = a.base.as_ref().map(|b| b.image.as_str());
+        let base = a.base.as_ref().map(|b| BaseInfo {
+            image: b.image.clone(),
+            digest: b.digest.to_string(),
+            layers: b.layers,
+            bytes: a
+                .layers
+                .iter()
+                .filter(|l| l.base)
+                .map(|l| l.descriptor.size)
+                .sum(),
+            stale: b.stale,
+            full: b.full,
+            build_layers: b.build_layers,
+            newer_digest: b.newer.as_ref().map(|d| d.to_string()),
+            origin: b.origin.clone(),
+        });
+        let files = a.index.iter().filter(|(_, n)| !n.is_dir()).count() as u64;
+        let before = Totals {
+            layers: a.layers.len(),
+            compressed_bytes: a.layers.iter().map(|l| l.descriptor.size).sum(),
+            uncompressed_bytes: a.layers.iter().map(|l| l.uncompressed_size).sum(),
+            cold_start_bytes: a.cold_start_bytes(),
+            files,
+            wasted_bytes: Some(a.index.wasted_bytes()),
+        };
+        let mut classes = BTreeMap::new();
+        for c in [Class::Base, Class::System, Class::Deps, Class::Code] {
+            classes.insert(c, a.class_totals(c));
+        }
+        let layers = a
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerRow {
+                index: i,
+                digest: l.descriptor.digest.to_string(),
+                diff_id: l.diff_id.to_string(),
+                media_type: l.descriptor.media_type.to_string(),
+                compression: l.compression.to_string(),
+                compressed_bytes: l.descriptor.size,
+                uncompressed_bytes: l.uncompressed_size,
+                entries: l.changes.entries,
+                base: l.base,
+                created_by: l.created_by.clone(),
+                added: l.changes.added,
+                changed: l.changes.changed,
+                deleted: l.changes.deleted,
+                wasted_bytes: l.changes.wasted_bytes,
+                hardlinks: l.changes.hardlinks,
+                missing_parents: l.changes.implicit_parents,
+                classes: l.classes.clone(),
+            })
+            .collect();
+        let strippable = Strippable {
+            profile: format!("{:?}", a.strip_profile()).to_lowercase(),
+            files: a.strip.total.files,
+            bytes: a.strip.total.bytes,
+            by_rule: rule_counts(a),
+        };
+        let packages = a
+            .classes
+            .packages
+            .iter()
+            .map(|p| PackageRow {
+                ecosystem: p.ecosystem,
+                name: p.name.clone(),
+                version: p.version.clone(),
+                path: format!("/{}", p.path),
+            })
+            .collect();
+        let files = list_files.then(|| {
+            a.index
+                .iter()
+                .zip(&a.classes.items)
+                .zip(&a.strip.decisions)
+                .map(|(((path, n), c), d)| FileRow {
+                    path: format!("/{path}"),
+                    ftype: n.ftype,
+                    class: c.class,
+                    reason: a.classes.explain(c, base_name),
+                    layer: n.layer,
+                    size: a.index.size_of(n),
+                    strip_rule: d.map(|r| a.strip.rules[r as usize].id.clone()),
+                })
+                .collect()
+        });
+        Report {
+            schema: SCHEMA,
+            tool: Tool {
+                name: "coldpress",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            source: SourceInfo {
+                reference: a.image.reference.clone(),
+                digest: a.image.manifest.digest.to_string(),
+                media_type: a.image.manifest.media_type.to_string(),
+                platform: a.image.platform.to_string(),
+                index: a.image.index.clone(),
+            },
+            base,
+            base_catalog: a.catalog.clone(),
+            before,
+            classes,
+            layers,
+            strippable,
+            packages,
+            findings: a.findings.clone(),
+            files,
+            optimize: None,
+        }
+    }
+}
+
+pub fn rule_counts(a: &Analysis) -> BTreeMap<String, RuleCount> {
+    a.strip
+        .by_rule
+        .iter()
+        .map(|(id, c)| {
+            let reason = a
+                .strip
+                .rules
+                .iter()
+                .find(|r| &r.id == id)
+                .map(|r| r.reason.clone())
+                .unwrap_or_default();
+            (
+                id.clone(),
+                RuleCount {
+                    files: c.files,
+                    bytes: c.bytes,
+                    reason,
+                },
+            )
+        })
+        .collect()
+}

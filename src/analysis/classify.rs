@@ -1,0 +1,466 @@
+//! Which part of the image each final path belongs to: `base` (matched base
+//! layers), `system` (added after the base, outside the code and dependency
+//! roots), `deps` (third-party packages under the task root and /opt), `code`
+//! (the rest of the task root). Every decision keeps its reason.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::fsindex::FsIndex;
+use crate::layer::entry::{basename, parent};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    Base,
+    System,
+    Deps,
+    Code,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Base => "base",
+            Class::System => "system",
+            Class::Deps => "deps",
+            Class::Code => "code",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    BaseLayer(u16),
+    OutsideRoots,
+    /// Listed in a Python distribution's RECORD / installed-files.txt.
+    Listed(u32),
+    /// A directory holding a distribution's files.
+    PackageDir(u32),
+    SitePackages,
+    NodeModules,
+    Jar,
+    OptOther,
+    TaskRoot,
+}
+
+/// A third-party package found in the image.
+#[derive(Clone, Debug, Serialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    /// `python` or `node`.
+    pub ecosystem: &'static str,
+    /// The `*.dist-info` / `*.egg-info` directory or `node_modules/<name>`.
+    pub path: String,
+    /// Normalized name (PEP 503 for Python).
+    #[serde(skip)]
+    pub key: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Classified {
+    pub class: Class,
+    pub reason: Reason,
+}
+
+pub struct Classification {
+    /// Aligned with `FsIndex::iter()` order.
+    pub items: Vec<Classified>,
+    pub packages: Vec<Package>,
+    /// Python files listed by a distribution, with the package index.
+    pub listed: HashMap<String, u32>,
+    pub task_root: String,
+    /// `cpython-311` style tag of the interpreter the image runs, if found.
+    pub python_tag: Option<String>,
+}
+
+impl Classification {
+    pub fn explain(&self, c: &Classified, base_name: Option<&str>) -> String {
+        match c.reason {
+            Reason::BaseLayer(l) => match base_name {
+                Some(b) => format!("from base layer {l} ({b})"),
+                None => format!("from base layer {l}"),
+            },
+            Reason::OutsideRoots => format!(
+                "added after the base, outside /{}, /opt and package directories",
+                self.task_root
+            ),
+            Reason::Listed(p) => format!("listed in {}", record_name(&self.packages[p as usize])),
+            Reason::PackageDir(p) => {
+                format!("directory of {}", record_name(&self.packages[p as usize]))
+            }
+            Reason::SitePackages => "under site-packages".into(),
+            Reason::NodeModules => "under node_modules".into(),
+            Reason::Jar => ".jar library".into(),
+            Reason::OptOther => "under /opt, not a recognized package".into(),
+            Reason::TaskRoot => format!(
+                "in the task root /{}, not part of a package",
+                self.task_root
+            ),
+        }
+    }
+}
+
+fn record_name(p: &Package) -> String {
+    if p.path.ends_with(".dist-info") {
+        format!("/{}/RECORD", p.path)
+    } else if p.path.ends_with(".egg-info") {
+        format!("/{}/installed-files.txt", p.path)
+    } else {
+        format!("/{}", p.path)
+    }
+}
+
+/// Files whose contents the analysis needs; the layer reader captures them.
+pub fn wants_content(path: &str) -> bool {
+    let base = basename(path);
+    let dir = basename(parent(path));
+    (base == "RECORD" && dir.ends_with(".dist-info"))
+        || (base == "installed-files.txt" && dir.ends_with(".egg-info"))
+        || (base == "package.json" && !path.contains("/node_modules/"))
+        || matches!(
+            base,
+            "requirements-dev.txt" | "dev-requirements.txt" | "requirements_dev.txt"
+        )
+}
+
+/// PEP 503 normalization: lowercase, runs of `-_.` become `-`.
+pub fn normalize_dist_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+fn join_normalized(dir: &str, rel: &str) -> Option<String> {
+    let mut parts: Vec<&str> = dir.split('/').filter(|s| !s.is_empty()).collect();
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// The first CSV field of a RECORD line (paths with commas are quoted).
+fn record_path(line: &str) -> Option<String> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.is_empty() {
+        return None;
+    }
+    if let Some(rest) = line.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = rest.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    out.push('"');
+                    chars.next();
+                } else {
+                    return Some(out);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        return Some(out);
+    }
+    Some(line.split(',').next()?.to_string())
+}
+
+fn dist_name_version(dir_name: &str) -> (String, String) {
+    let stem = dir_name
+        .trim_end_matches(".dist-info")
+        .trim_end_matches(".egg-info");
+    match stem.split_once('-') {
+        Some((n, rest)) => (
+            n.to_string(),
+            rest.split('-').next().unwrap_or("").to_string(),
+        ),
+        None => (stem.to_string(), String::new()),
+    }
+}
+
+/// Normalized path of `LAMBDA_TASK_ROOT` (default `/var/task`).
+pub fn task_root(env_value: Option<&str>) -> String {
+    let raw = env_value
+        .filter(|v| v.starts_with('/') && v.len() > 1)
+        .unwrap_or("/var/task");
+    raw.trim_matches('/').to_string()
+}
+
+fn under(path: &str, root: &str) -> bool {
+    path == root
+        || (path.len() > root.len()
+            && path.starts_with(root)
+            && path.as_bytes()[root.len()] == b'/')
+}
+
+pub fn classify(index: &FsIndex, base_layers: usize, task_root: &str) -> Classification {
+    let mut packages: Vec<Package> = Vec::new();
+    let mut listed: HashMap<String, u32> = HashMap::new();
+    let mut python_tag = None;
+
+    for (path, node) in index.iter() {
+        let base = basename(path);
+        let dir = parent(path);
+        let dir_name = basename(dir);
+        if python_tag.is_none()
+            && let Some(v) = python_version_from_path(path)
+            && !node.is_dir()
+        {
+            python_tag = Some(v);
+        }
+        let Some(text) = index.captured_text(node) else {
+            continue;
+        };
+        let (kind_ok, rel_base) = if base == "RECORD" && dir_name.ends_with(".dist-info") {
+            (true, parent(dir))
+        } else if base == "installed-files.txt" && dir_name.ends_with(".egg-info") {
+            (true, dir)
+        } else {
+            (false, "")
+        };
+        if !kind_ok {
+            continue;
+        }
+        let (name, version) = dist_name_version(dir_name);
+        let id = packages.len() as u32;
+        packages.push(Package {
+            key: normalize_dist_name(&name),
+            name,
+            version,
+            ecosystem: "python",
+            path: dir.to_string(),
+        });
+        for line in text.lines() {
+            if let Some(rel) = record_path(line)
+                && let Some(p) = join_normalized(rel_base, &rel)
+            {
+                listed.entry(p).or_insert(id);
+            }
+        }
+        listed.entry(dir.to_string()).or_insert(id);
+    }
+    // Node packages: node_modules/<name> and node_modules/@scope/<name>.
+    for (path, node) in index.iter() {
+        if !node.is_dir() {
+            continue;
+        }
+        if let Some(name) = node_package_name(path) {
+            packages.push(Package {
+                key: name.clone(),
+                name,
+                version: String::new(),
+                ecosystem: "node",
+                path: path.to_string(),
+            });
+        }
+    }
+
+    // Directories below a distribution's install root that hold its files belong to it.
+    let mut package_dirs: HashMap<String, u32> = HashMap::new();
+    for (p, &id) in &listed {
+        let pkg = &packages[id as usize];
+        let site = if pkg.path.ends_with(".dist-info") {
+            parent(&pkg.path)
+        } else {
+            &pkg.path[..]
+        };
+        let mut d = parent(p);
+        while under(d, site) && d != site {
+            package_dirs.entry(d.to_string()).or_insert(id);
+            d = parent(d);
+        }
+    }
+
+    let mut items = Vec::with_capacity(index.len());
+    for (path, node) in index.iter() {
+        let c = if (node.layer as usize) < base_layers {
+            Classified {
+                class: Class::Base,
+                reason: Reason::BaseLayer(node.layer),
+            }
+        } else {
+            classify_path(path, node.is_dir(), task_root, &listed, &package_dirs)
+        };
+        items.push(c);
+    }
+
+    Classification {
+        items,
+        packages,
+        listed,
+        task_root: task_root.to_string(),
+        python_tag,
+    }
+}
+
+fn node_package_name(path: &str) -> Option<String> {
+    let (before, after) = path.rsplit_once("node_modules/")?;
+    if !(before.is_empty() || before.ends_with('/')) {
+        return None;
+    }
+    let parts: Vec<&str> = after.split('/').collect();
+    match parts.as_slice() {
+        [scope, name] if scope.starts_with('@') => Some(format!("{scope}/{name}")),
+        [name] if !name.starts_with('@') && !name.starts_with('.') => Some(name.to_string()),
+        _ => None,
+    }
+}
+
+/// `usr/lib/python3.11/...` or `.../bin/python3.12` → `cpython-311`.
+fn python_version_from_path(path: &str) -> Option<String> {
+    let base = basename(path);
+    let dir = basename(parent(path));
+    if dir != "bin" {
+        return None;
+    }
+    let v = base.strip_prefix("python3.")?;
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("cpython-3{v}"))
+}
+
+pub fn classify_path(
+    path: &str,
+    is_dir: bool,
+    task_root: &str,
+    listed: &HashMap<String, u32>,
+    package_dirs: &HashMap<String, u32>,
+) -> Classified {
+    let in_task = under(path, task_root);
+    let in_opt = under(path, "opt");
+    let c = |class, reason| Classified { class, reason };
+    // Debian's own Python modules are system packages, whatever their layout.
+    if under(path, "usr/lib/python3/dist-packages")
+        || under(path, "usr/lib/python2.7/dist-packages")
+    {
+        return c(Class::System, Reason::OutsideRoots);
+    }
+    if path == task_root {
+        return c(Class::Code, Reason::TaskRoot);
+    }
+    if let Some(&id) = listed.get(path) {
+        return c(Class::Deps, Reason::Listed(id));
+    }
+    if is_dir && let Some(&id) = package_dirs.get(path) {
+        return c(Class::Deps, Reason::PackageDir(id));
+    }
+    // Third-party packages count as dependencies wherever pip or npm put them.
+    let mut segs = path.split('/').peekable();
+    while let Some(s) = segs.next() {
+        let inside = segs.peek().is_some();
+        if inside && (s == "site-packages" || s == "dist-packages") {
+            return c(Class::Deps, Reason::SitePackages);
+        }
+        if inside && s == "node_modules" {
+            return c(Class::Deps, Reason::NodeModules);
+        }
+    }
+    if !in_task && !in_opt {
+        return c(Class::System, Reason::OutsideRoots);
+    }
+    if path == "opt" {
+        return c(Class::System, Reason::OptOther);
+    }
+    if !is_dir && path.ends_with(".jar") {
+        return c(Class::Deps, Reason::Jar);
+    }
+    if in_opt {
+        return c(Class::System, Reason::OptOther);
+    }
+    c(Class::Code, Reason::TaskRoot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_parsing() {
+        assert_eq!(
+            record_path("numpy/__init__.py,sha256=abc,123").as_deref(),
+            Some("numpy/__init__.py")
+        );
+        assert_eq!(
+            record_path("\"a,b.py\",sha256=x,1").as_deref(),
+            Some("a,b.py")
+        );
+        assert_eq!(
+            join_normalized("var/task", "../../bin/x").as_deref(),
+            Some("bin/x")
+        );
+        assert_eq!(
+            dist_name_version("python_dateutil-2.9.0.post0.dist-info"),
+            ("python_dateutil".into(), "2.9.0.post0".into())
+        );
+        assert_eq!(normalize_dist_name("Python_Dateutil"), "python-dateutil");
+    }
+
+    #[test]
+    fn path_rules() {
+        let listed = HashMap::from([("var/task/numpy/core.py".to_string(), 0u32)]);
+        let dirs = HashMap::from([("var/task/numpy".to_string(), 0u32)]);
+        let cl = |p: &str, d: bool| classify_path(p, d, "var/task", &listed, &dirs).class;
+        assert_eq!(cl("var/task/numpy/core.py", false), Class::Deps);
+        assert_eq!(cl("var/task/numpy", true), Class::Deps);
+        assert_eq!(cl("var/task/handler.py", false), Class::Code);
+        assert_eq!(cl("var/task", true), Class::Code);
+        assert_eq!(cl("usr/bin/gcc", false), Class::System);
+        assert_eq!(
+            cl("opt/python/lib/python3.12/site-packages/x.py", false),
+            Class::Deps
+        );
+        assert_eq!(
+            cl("opt/nodejs/node_modules/left-pad/index.js", false),
+            Class::Deps
+        );
+        assert_eq!(cl("opt/extensions/agent", false), Class::System);
+        assert_eq!(cl("var/task/lib/guava.jar", false), Class::Deps);
+        assert_eq!(
+            cl(
+                "var/lang/lib/python3.12/site-packages/requests/api.py",
+                false
+            ),
+            Class::Deps
+        );
+        assert_eq!(
+            cl("var/lang/lib/python3.12/site-packages", true),
+            Class::System
+        );
+        assert_eq!(
+            cl("usr/lib/python3/dist-packages/pip/__init__.py", false),
+            Class::System
+        );
+        assert_eq!(
+            node_package_name("var/task/node_modules/@types/node").as_deref(),
+            Some("@types/node")
+        );
+        assert_eq!(
+            node_package_name("var/task/node_modules/a/node_modules/b").as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            python_version_from_path("usr/bin/python3.11").as_deref(),
+            Some("cpython-311")
+        );
+    }
+}

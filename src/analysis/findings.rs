@@ -1,0 +1,339 @@
+//! Lints with stable ids: what makes this image slow to start or rejected by
+//! Lambda. The ids are part of the report schema; never renumber or reuse them.
+
+use serde::Serialize;
+
+use super::Analysis;
+use super::classify::Class;
+use crate::image::MediaType;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    /// Lambda rejects the image.
+    Error,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub id: &'static str,
+    pub severity: Severity,
+    pub message: String,
+}
+
+pub const MIB: u64 = 1024 * 1024;
+/// Lambda's limit on an image's uncompressed size, all layers included.
+pub const LAMBDA_MAX_UNCOMPRESSED: u64 = 10 * 1024 * MIB;
+/// Below this much function content, a .zip package usually starts faster.
+pub const ZIP_THRESHOLD: u64 = 50 * MIB;
+pub const LARGE_CODE: u64 = 5 * MIB;
+pub const WASTE_THRESHOLD: u64 = MIB;
+
+/// Every finding id with its one-line meaning (for docs and `--explain`).
+pub const CATALOG: &[(&str, &str)] = &[
+    (
+        "index-manifest",
+        "the reference is an image index / manifest list; Lambda needs a single-platform manifest",
+    ),
+    (
+        "attestation-manifests",
+        "the index carries provenance/SBOM attestation manifests (BuildKit default); Lambda rejects it",
+    ),
+    (
+        "over-10-gib",
+        "over 10 GiB uncompressed; Lambda rejects images this large",
+    ),
+    (
+        "docker-uncompressed-layer",
+        "uncompressed layer with a Docker media type; Lambda rejects it (UnsupportedImageLayerDetected)",
+    ),
+    (
+        "hardlinks",
+        "layers with hard-link entries, a reported cause of UnsupportedImageLayerDetected",
+    ),
+    (
+        "missing-parent-dirs",
+        "layers without entries for parent directories (Lambda: MissingParentDirectory)",
+    ),
+    (
+        "no-lambda-base",
+        "not on an official AWS Lambda base image; nothing is shared with Lambda's cache",
+    ),
+    (
+        "stale-base",
+        "an older build of a Lambda base; fewer functions share it, so fewer of its bytes are cached",
+    ),
+    ("build-tools", "compilers and build tools are in the image"),
+    ("code-not-last", "function code is not in the last layer"),
+    (
+        "deps-after-code",
+        "a dependency layer comes after a code layer: every code change invalidates it",
+    ),
+    (
+        "large-code-layer",
+        "the function code is large for a layer that changes on every deploy",
+    ),
+    (
+        "x86-64",
+        "x86_64 image; arm64 (Graviton) costs less per GB-second",
+    ),
+    (
+        "small-function",
+        "little function content; a .zip package may start faster",
+    ),
+    (
+        "wasted-bytes",
+        "bytes shipped in layers but shadowed or deleted by later layers",
+    ),
+    ("strippable", "content a rewrite would remove"),
+];
+
+fn mb(b: u64) -> String {
+    crate::report::human_bytes(b)
+}
+
+pub fn compute(a: &Analysis) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut push = |id: &'static str, severity, message: String| {
+        out.push(Finding {
+            id,
+            severity,
+            message,
+        })
+    };
+
+    if let Some(idx) = &a.image.index {
+        push(
+            "index-manifest",
+            Severity::Error,
+            format!(
+                "the reference names an index ({} platforms); deploy the single-platform manifest {} instead",
+                idx.platforms.len(),
+                a.image.manifest.digest
+            ),
+        );
+        if idx.attestations > 0 {
+            push(
+                "attestation-manifests",
+                Severity::Error,
+                format!(
+                    "the index holds {} attestation manifest(s); build with --provenance=false --sbom=false",
+                    idx.attestations
+                ),
+            );
+        }
+    }
+    let uncompressed: u64 = a.layers.iter().map(|l| l.uncompressed_size).sum();
+    if uncompressed > LAMBDA_MAX_UNCOMPRESSED {
+        push(
+            "over-10-gib",
+            Severity::Error,
+            format!(
+                "{} uncompressed; Lambda's limit is 10 GiB",
+                mb(uncompressed)
+            ),
+        );
+    }
+    if !a.synthesized_manifest {
+        let n = a
+            .layers
+            .iter()
+            .filter(|l| l.descriptor.media_type == MediaType::DockerLayer)
+            .count();
+        if n > 0 {
+            push(
+                "docker-uncompressed-layer",
+                Severity::Error,
+                format!(
+                    "{n} layer(s) are uncompressed with media type {}",
+                    MediaType::DockerLayer
+                ),
+            );
+        }
+    }
+    let with_links: Vec<usize> = a
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.changes.hardlinks > 0)
+        .map(|(i, _)| i)
+        .collect();
+    if !with_links.is_empty() {
+        let total: u64 = a.layers.iter().map(|l| l.changes.hardlinks).sum();
+        push(
+            "hardlinks",
+            Severity::Warning,
+            format!(
+                "{total} hard-link entries in layer(s) {}",
+                list(&with_links)
+            ),
+        );
+    }
+    let missing: Vec<usize> = a
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.changes.implicit_parents > 0)
+        .map(|(i, _)| i)
+        .collect();
+    if !missing.is_empty() {
+        push(
+            "missing-parent-dirs",
+            Severity::Warning,
+            format!(
+                "layer(s) {} lack entries for some parent directories",
+                list(&missing)
+            ),
+        );
+    }
+    match &a.base {
+        None => push(
+            "no-lambda-base",
+            Severity::Warning,
+            "no known AWS Lambda base image matched; every layer is fetched on a cold start".into(),
+        ),
+        Some(b) if b.origin != "catalog" => push(
+            "no-lambda-base",
+            Severity::Info,
+            format!(
+                "the base {} is a --base-image, not an official AWS Lambda base",
+                b.image
+            ),
+        ),
+        Some(_) => {}
+    }
+    if let Some(b) = &a.base
+        && b.stale
+    {
+        let msg = if !b.full {
+            format!(
+                "shares only {} of {} layers with the known build of {}; rebuild on its current build",
+                b.layers, b.build_layers, b.image
+            )
+        } else {
+            format!(
+                "built on an older build of {} ({}); the current one is {}",
+                b.image,
+                b.digest,
+                b.newer.as_ref().map_or("unknown".into(), |d| d.to_string())
+            )
+        };
+        push("stale-base", Severity::Warning, msg);
+    }
+    if let Some(c) = a.strip.by_rule.get("build-toolchain") {
+        push(
+            "build-tools",
+            Severity::Warning,
+            format!(
+                "{} build-tool files ({}) are in the image",
+                c.files,
+                mb(c.bytes)
+            ),
+        );
+    }
+
+    let last = a.layers.len().saturating_sub(1);
+    let code_layers: Vec<usize> = layers_with(a, Class::Code);
+    let deps_layers: Vec<usize> = layers_with(a, Class::Deps);
+    if code_layers.iter().any(|&l| l != last) {
+        push(
+            "code-not-last",
+            Severity::Warning,
+            format!(
+                "function code is in layer(s) {}, not only in the last layer ({last})",
+                list(&code_layers)
+            ),
+        );
+    }
+    if let (Some(&first_code), Some(&last_deps)) = (code_layers.first(), deps_layers.last())
+        && last_deps > first_code
+    {
+        push(
+            "deps-after-code",
+            Severity::Warning,
+            format!(
+                "dependencies in layer {last_deps} come after code in layer {first_code}: every code change rebuilds and re-uploads them"
+            ),
+        );
+    }
+    let code = a.class_totals(Class::Code);
+    if code.bytes > LARGE_CODE {
+        push(
+            "large-code-layer",
+            Severity::Warning,
+            format!(
+                "{} of function code changes with every deploy",
+                mb(code.bytes)
+            ),
+        );
+    }
+    if a.image.platform.architecture == "amd64" {
+        push(
+            "x86-64",
+            Severity::Info,
+            "x86_64 image: arm64 (Graviton) has up to 34% better price-performance on Lambda"
+                .into(),
+        );
+    }
+    let function = a.class_totals(Class::Code).bytes
+        + a.class_totals(Class::Deps).bytes
+        + a.class_totals(Class::System).bytes;
+    if a.base.is_some() && function < ZIP_THRESHOLD {
+        push(
+            "small-function",
+            Severity::Info,
+            format!(
+                "only {} of function content on top of the base; a .zip package may start faster",
+                mb(function)
+            ),
+        );
+    }
+    let wasted = a.index.wasted_bytes();
+    if wasted >= WASTE_THRESHOLD {
+        push(
+            "wasted-bytes",
+            Severity::Warning,
+            format!(
+                "{} in layers are shadowed or deleted by later layers",
+                mb(wasted)
+            ),
+        );
+    }
+    if a.strip.total.files > 0 {
+        push(
+            "strippable",
+            Severity::Info,
+            format!(
+                "{} files ({}) could be removed: {}",
+                a.strip.total.files,
+                mb(a.strip.total.bytes),
+                a.strip
+                    .by_rule
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    out
+}
+
+fn layers_with(a: &Analysis, class: Class) -> Vec<usize> {
+    a.layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.classes.get(&class).is_some_and(|c| c.files > 0))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn list(v: &[usize]) -> String {
+    v.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,157 @@
+//! Every flag, in one place, with its documentation next to it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::analysis::Profile;
+use crate::image::Platform;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "coldpress",
+    version,
+    about = "Make container images start fast on AWS Lambda: analyze, strip, re-layer, push.",
+    after_help = "Images: [docker://]HOST/REPO[:TAG][@DIGEST], Docker Hub short names (python:3.12), oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG].\nExit codes: 0 ok, 1 error, 2 usage, 3 a --fail-* threshold was crossed."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Print what coldpress does (requests, cache use) on stderr. Secrets are never printed.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print nothing on stderr but errors (no progress, no warnings).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Report layers, base image, cold-start bytes, waste, what optimize would strip, and findings.
+    Analyze(Box<AnalyzeArgs>),
+    /// Write the built-in example images (a stand-in Lambda base and a naive function image) to an OCI layout.
+    Example(ExampleArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum FailOn {
+    Info,
+    Warning,
+    Error,
+}
+
+/// How to reach registries.
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Use plain HTTP for this registry (loopback registries always do). Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// Username for the registries named on the command line (with --password-stdin).
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the password or token for --username from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Seconds to wait for a connection.
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// Seconds a single read or write may stall before the request is retried.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
+    /// Attempts per request on 429/5xx and network errors (with backoff and jitter).
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub retries: u32,
+}
+
+/// Which images count as pre-cached bases.
+#[derive(Args, Debug, Clone)]
+pub struct BaseArgs {
+    /// An image whose layers count as pre-cached, like the AWS Lambda bases. Repeatable.
+    #[arg(long = "base-image", value_name = "REF")]
+    pub base_image: Vec<String>,
+    /// Do not contact public.ecr.aws: use the disk cache and --base-image only.
+    #[arg(long)]
+    pub offline: bool,
+    /// Re-resolve the AWS Lambda base catalog even if the cache is fresh.
+    #[arg(long, conflicts_with = "offline")]
+    pub refresh_bases: bool,
+    /// Cache directory (default $XDG_CACHE_HOME/coldpress or ~/.cache/coldpress).
+    #[arg(long, value_name = "DIR", env = "COLDPRESS_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What to strip.
+#[derive(Args, Debug, Clone)]
+pub struct StripArgs {
+    /// Rule set: safe (toolchains, caches, tests, dev deps, VCS litter) or aggressive (also docs, locales, stubs, source maps).
+    #[arg(long, value_enum, default_value_t = Profile::Safe)]
+    pub profile: Profile,
+    /// Also remove paths matching this glob (e.g. '/var/task/**/*.md'). Repeatable.
+    #[arg(long = "strip", value_name = "GLOB")]
+    pub strip: Vec<String>,
+    /// Never remove paths matching this glob (wins over every rule). Repeatable.
+    #[arg(long = "keep", value_name = "GLOB")]
+    pub keep: Vec<String>,
+}
+
+/// How much to read at once and what to refuse.
+#[derive(Args, Debug, Clone)]
+pub struct ReadArgs {
+    /// Platform to pick from a multi-platform index (os/arch[/variant]).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<Platform>,
+    /// Layers processed at the same time.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub jobs: usize,
+    /// Refuse a layer that decompresses to more than this many bytes.
+    #[arg(long, default_value_t = 32 << 30, value_name = "BYTES")]
+    pub max_layer_size: u64,
+    /// Refuse an image whose layers decompress to more than this many bytes in total.
+    #[arg(long, default_value_t = 64 << 30, value_name = "BYTES")]
+    pub max_image_size: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct AnalyzeArgs {
+    /// The image to analyze.
+    pub image: String,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Include every final path with its class, reason, layer and strip rule (JSON `files`, text listing).
+    #[arg(long)]
+    pub list_files: bool,
+    /// Exit with code 3 if any finding is at least this severe.
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    pub fail_on: Option<FailOn>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    #[command(flatten)]
+    pub base: BaseArgs,
+    #[command(flatten)]
+    pub strip: StripArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExampleArgs {
+    /// Directory for the OCI layout (created if missing). Tags: base, app, app-v2.
+    pub dir: PathBuf,
+}

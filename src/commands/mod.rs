@@ -1,0 +1,64 @@
+//! The commands: thin shells that turn flags into library calls.
+
+pub mod analyze;
+
+use std::io::Read;
+use std::time::Duration;
+
+use crate::catalog::CatalogOptions;
+use crate::cli::{BaseArgs, RegistryArgs};
+use crate::error::{Error, Result};
+use crate::reference::ImageRef;
+use crate::transport::TransportOptions;
+use crate::transport::registry::credentials::{Credential, Secret};
+use crate::transport::registry::{RegistryOptions, RetryPolicy};
+
+/// Transport settings from flags; explicit credentials apply to `named` images' registries.
+pub fn transport_options(args: &RegistryArgs, named: &[&ImageRef]) -> Result<TransportOptions> {
+    let explicit = match (&args.username, args.password_stdin) {
+        (Some(u), true) => {
+            let mut pw = String::new();
+            std::io::stdin()
+                .read_to_string(&mut pw)
+                .map_err(|e| Error::io("reading the password from stdin", e))?;
+            let pw = pw.trim_end_matches(['\n', '\r']).to_string();
+            if pw.is_empty() {
+                return Err(Error::Usage(
+                    "--password-stdin: standard input was empty".into(),
+                ));
+            }
+            Some(Credential::Basic {
+                username: u.clone(),
+                password: Secret::new(pw),
+            })
+        }
+        _ => None,
+    };
+    Ok(TransportOptions {
+        registry: RegistryOptions {
+            insecure: args.insecure_registry.clone(),
+            explicit,
+            explicit_for: named
+                .iter()
+                .filter_map(|r| r.as_registry())
+                .map(|r| r.registry.clone())
+                .collect(),
+            connect_timeout: Duration::from_secs(args.connect_timeout),
+            io_timeout: Duration::from_secs(args.timeout),
+            retry: RetryPolicy {
+                attempts: args.retries.max(1),
+                ..RetryPolicy::default()
+            },
+        },
+    })
+}
+
+pub fn catalog_options(args: &BaseArgs, transport: &TransportOptions) -> CatalogOptions {
+    CatalogOptions {
+        offline: args.offline,
+        refresh: args.refresh_bases,
+        base_images: args.base_image.clone(),
+        cache_dir: args.cache_dir.clone(),
+        transport: transport.clone(),
+    }
+}

@@ -1,0 +1,8 @@
+//! Writing images: deterministic tar layers (sorted, fixed headers, no wall-clock
+//! time), compressed and hashed in one pass, and the config and manifest that
+//! describe them.
+
+pub mod image;
+pub mod layer;
+
+pub use layer::{LayerWriter, WriteKind, WrittenLayer};
