@@ -123,6 +123,22 @@ pub struct FileRow {
     pub reason: String,
     pub layer: u16,
     pub size: u64,
+    /// Permission bits in octal, e.g. "0755".
+    pub mode: String,
+    pub uid: u64,
+    pub gid: u64,
+    /// Seconds since the epoch, with nanoseconds when the layer recorded them.
+    pub mtime: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hardlink_to: Option<String>,
+    /// "major,minor" for device nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Extended attribute names and values (values as lossy UTF-8).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strip_rule: Option<String>,
 }
@@ -301,6 +317,28 @@ impl Report {
                     reason: a.classes.explain(c, base_name),
                     layer: n.layer,
                     size: a.index.size_of(n),
+                    mode: format!("{:04o}", n.meta.mode),
+                    uid: n.meta.uid,
+                    gid: n.meta.gid,
+                    mtime: if n.meta.mtime_nsec == 0 {
+                        n.meta.mtime.to_string()
+                    } else {
+                        format!("{}.{:09}", n.meta.mtime, n.meta.mtime_nsec)
+                    },
+                    link: n.target.as_ref().map(|t| t.to_string()),
+                    hardlink_to: n.hardlink_to.as_ref().map(|t| format!("/{t}")),
+                    device: matches!(
+                        n.ftype,
+                        crate::layer::entry::FileType::Char | crate::layer::entry::FileType::Block
+                    )
+                    .then(|| format!("{},{}", n.dev.0, n.dev.1)),
+                    xattrs: n
+                        .meta
+                        .xattrs
+                        .iter()
+                        .flat_map(|x| x.iter())
+                        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+                        .collect(),
                     strip_rule: d.map(|r| a.strip.rules[r as usize].id.clone()),
                 })
                 .collect()

@@ -1,0 +1,363 @@
+//! Test harness: a real CNCF distribution registry on a free loopback port,
+//! skopeo and umoci as independent tools, cached fixtures, and the coldpress binary.
+//! A missing tool fails the test with the command that installs it.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+pub const INSTALL_HINT: &str = "run scripts/test (it installs the test tools), or: apt-get install -y docker-registry skopeo umoci apache2-utils debootstrap";
+
+/// Fail loudly when a tool the test needs is missing.
+pub fn require(tool: &str, package: &str) -> PathBuf {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+    {
+        let p = Path::new(dir).join(tool);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("this test needs `{tool}` (Debian package {package}); {INSTALL_HINT}");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `docker-registry` (CNCF distribution 2.8) on 127.0.0.1.
+pub struct Registry {
+    pub host: String,
+    pub dir: tempfile::TempDir,
+    child: Child,
+    pub credentials: Option<(String, String)>,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Self::start_with(None)
+    }
+
+    pub fn start_htpasswd(user: &str, password: &str) -> Registry {
+        Self::start_with(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_with(credentials: Option<(String, String)>) -> Registry {
+        let bin = require("docker-registry", "docker-registry");
+        for _attempt in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let mut auth = String::new();
+            if let Some((u, p)) = &credentials {
+                let out = Command::new(require("htpasswd", "apache2-utils"))
+                    .args(["-Bbn", u, p])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "htpasswd failed");
+                fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+                auth = format!(
+                    "auth:\n  htpasswd:\n    realm: coldpress-test\n    path: {}\n",
+                    dir.path().join("htpasswd").display()
+                );
+            }
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+                dir.path().join("data").display()
+            );
+            let cfg = dir.path().join("config.yml");
+            fs::write(&cfg, config).unwrap();
+            let log = fs::File::create(dir.path().join("registry.log")).unwrap();
+            let child = Command::new(&bin)
+                .arg("serve")
+                .arg(&cfg)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start docker-registry");
+            let mut reg = Registry {
+                host: format!("127.0.0.1:{port}"),
+                dir,
+                child,
+                credentials: credentials.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = reg.child.try_wait() {
+                    break; // lost the port race: try another
+                }
+                if TcpStream::connect(&reg.host).is_ok() {
+                    return reg;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("docker-registry did not start");
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// skopeo's credential flags for this registry.
+    pub fn skopeo_creds(&self) -> Vec<String> {
+        match &self.credentials {
+            Some((u, p)) => vec![format!("--dest-creds={u}:{p}")],
+            None => vec![],
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `skopeo copy` with TLS off for loopback registries.
+pub fn skopeo_copy(src: &str, dst: &str, extra: &[&str]) {
+    let out = Command::new(require("skopeo", "skopeo"))
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .args(extra)
+        .arg(src)
+        .arg(dst)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo copy {src} {dst} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An isolated environment for the coldpress binary: its own cache, HOME and docker config.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("home/.docker")).unwrap();
+        Env { dir }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_coldpress"));
+        c.env("HOME", self.home())
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env("DOCKER_CONFIG", self.home().join(".docker"))
+            .env_remove("COLDPRESS_CACHE_DIR")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Run and expect success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "coldpress {args:?} failed ({:?}):\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+}
+
+/// One path of an unpacked root filesystem, as the kernel sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsEntry {
+    pub ftype: &'static str,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, i64),
+    pub size: u64,
+    pub link: Option<String>,
+    pub sha256: Option<String>,
+    pub rdev: u64,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+    // `getfattr` is not always installed; use the syscalls through libc-free std? No:
+    // read them with the `xattr`-less approach of listing via /usr/bin/getfattr when present.
+    let Ok(out) = Command::new("getfattr")
+        .args(["-h", "-d", "-m", "-", "-e", "hex"])
+        .arg(path)
+        .output()
+    else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+    {
+        let (k, val) = line.split_once('=').unwrap();
+        let hex = val.trim_start_matches("0x");
+        let bytes = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        v.push((k.to_string(), bytes));
+    }
+    v.sort();
+    v
+}
+
+/// Walk an unpacked root filesystem. `with_xattrs` shells out per file; keep it for small trees.
+pub fn walk(root: &Path, with_xattrs: bool) -> BTreeMap<String, FsEntry> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+            let ft = md.file_type();
+            use std::os::unix::fs::FileTypeExt;
+            let ftype = if ft.is_dir() {
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_file() {
+                "file"
+            } else if ft.is_char_device() {
+                "char"
+            } else if ft.is_block_device() {
+                "block"
+            } else {
+                "fifo"
+            };
+            let sha256 = if ft.is_file() {
+                let mut h = Sha256::new();
+                let mut f = fs::File::open(&p).unwrap();
+                let mut buf = vec![0; 1 << 16];
+                loop {
+                    let n = f.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                Some(hex::encode(h.finalize()))
+            } else {
+                None
+            };
+            out.insert(
+                rel,
+                FsEntry {
+                    ftype,
+                    mode: md.permissions().mode() & 0o7777,
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    mtime: (md.mtime(), md.mtime_nsec()),
+                    size: if ft.is_file() { md.len() } else { 0 },
+                    link: ft
+                        .is_symlink()
+                        .then(|| fs::read_link(&p).unwrap().to_string_lossy().to_string()),
+                    sha256,
+                    rdev: md.rdev(),
+                    xattrs: if with_xattrs { xattrs(&p) } else { Vec::new() },
+                },
+            );
+            if ft.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// `umoci unpack` an image from an OCI layout; returns the bundle (rootfs inside).
+pub fn umoci_unpack(layout: &Path, tag: &str) -> tempfile::TempDir {
+    let bundle = tempfile::tempdir().unwrap();
+    let target = bundle.path().join("b");
+    let out = Command::new(require("umoci", "umoci"))
+        .args(["unpack", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "umoci unpack {}:{tag} failed: {}",
+        layout.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bundle
+}
+
+pub fn rootfs(bundle: &tempfile::TempDir) -> PathBuf {
+    bundle.path().join("b").join("rootfs")
+}
+
+/// Where fixtures that take long to build are cached between runs (outside git).
+pub fn fixture_cache() -> PathBuf {
+    let dir = std::env::var_os("COLDPRESS_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target")
+                .join("coldpress-fixtures")
+        });
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Run `f` holding an exclusive lock on `name` in the fixture cache, so parallel
+/// test processes build a fixture once.
+pub fn with_lock<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    let path = fixture_cache().join(format!("{name}.lock"));
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap();
+    file.lock().unwrap();
+    let r = f();
+    file.unlock().unwrap();
+    r
+}
+
+pub fn write_file(path: &Path, content: &str) {
+    let mut f = fs::File::create(path).unwrap();
+    f.write_all(content.as_bytes()).unwrap();
+}
+pub mod edge;
