@@ -247,22 +247,20 @@ fn every_encoding_and_transport_gives_the_same_filesystem() {
     }
     // umoci reads uncompressed layers too (not zstd: umoci 0.4.7 predates it; the
     // zstd variant is held to the gzip variant above instead).
-    for tag in ["oci-none"] {
-        let bundle = umoci_unpack(layout.path(), tag);
-        let theirs = walk(&rootfs(&bundle), true);
-        let diffs = differences(
-            &files(&analyze(
-                &env,
-                &format!("oci:{}:{tag}", layout.path().display()),
-            )),
-            &theirs,
-        );
-        assert!(
-            diffs.is_empty(),
-            "{tag}: coldpress and umoci disagree:\n{}",
-            diffs.join("\n")
-        );
-    }
+    let bundle = umoci_unpack(layout.path(), "oci-none");
+    let theirs = walk(&rootfs(&bundle), true);
+    let diffs = differences(
+        &files(&analyze(
+            &env,
+            &format!("oci:{}:oci-none", layout.path().display()),
+        )),
+        &theirs,
+    );
+    assert!(
+        diffs.is_empty(),
+        "oci-none: coldpress and umoci disagree:\n{}",
+        diffs.join("\n")
+    );
 }
 
 #[test]
