@@ -194,12 +194,21 @@ fn run_helper(name: &str, registry: &str, origin: &str) -> Result<Option<Found>>
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| auth_err(format!("cannot run credential helper {program} ({origin}): {e}; install it or remove it from the docker config")))?;
-    child
+    // A helper may exit without reading its input (e.g. "not found"): its answer,
+    // not our write, decides.
+    match child
         .stdin
         .take()
         .expect("piped")
         .write_all(helper_server(registry).as_bytes())
-        .map_err(|e| auth_err(format!("credential helper {program} ({origin}): {e}")))?;
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(auth_err(format!(
+                "credential helper {program} ({origin}): {e}"
+            )));
+        }
+        _ => {}
+    }
     let out = child
         .wait_with_output()
         .map_err(|e| auth_err(format!("credential helper {program} ({origin}): {e}")))?;

@@ -1,0 +1,373 @@
+//! Bad input gets one clear line naming the thing, a non-zero exit, and no panic.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+
+use support::{Env, Registry, skopeo_copy};
+
+fn example() -> tempfile::TempDir {
+    let layout = tempfile::tempdir().unwrap();
+    coldpress::example::write_example(layout.path()).unwrap();
+    layout
+}
+
+/// Run, expect `code`, and return the single error line.
+fn fails(env: &Env, args: &[&str], code: i32) -> String {
+    let out = env.run(args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(code), "coldpress {args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let line = err
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .last()
+        .unwrap_or_else(|| panic!("no error line in {err}"))
+        .to_string();
+    line
+}
+
+fn manifest_of(layout: &Path, tag: &str) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let d = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    serde_json::from_slice(&fs::read(blob(layout, &d)).unwrap()).unwrap()
+}
+
+fn blob(layout: &Path, digest: &str) -> std::path::PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+#[test]
+fn references_that_do_not_parse_are_usage_errors() {
+    let env = Env::new();
+    for bad in ["Not/A/Valid:Ref", "repo:bad tag", "ftp://host/x", "oci:"] {
+        let line = fails(&env, &["analyze", bad, "--offline"], 2);
+        assert!(line.contains("invalid image reference"), "{line}");
+    }
+}
+
+#[test]
+fn unknown_images_name_what_was_missing() {
+    let layout = example();
+    let registry = Registry::start();
+    skopeo_copy(
+        &format!("oci:{}:app", layout.path().display()),
+        &format!("docker://{}/app:v1", registry.host),
+        &[],
+    );
+    let env = Env::new();
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("{}/app:nope", registry.host),
+            "--offline",
+        ],
+        1,
+    );
+    assert!(
+        line.contains("app:nope") && line.contains("not found"),
+        "{line}"
+    );
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("{}/nothing/here:v1", registry.host),
+            "--offline",
+        ],
+        1,
+    );
+    assert!(
+        line.contains("nothing/here") && line.contains("not found"),
+        "{line}"
+    );
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("oci:{}:nope", layout.path().display()),
+            "--offline",
+        ],
+        1,
+    );
+    assert!(
+        line.contains("not found") && line.contains("base, app, app-v2"),
+        "{line}"
+    );
+    let closed = support::free_port();
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("127.0.0.1:{closed}/app:v1",),
+            "--offline",
+            "--retries",
+            "1",
+        ],
+        1,
+    );
+    assert!(
+        line.contains(&format!("127.0.0.1:{closed}")) && line.contains("connection"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_corrupted_blob_is_caught_and_named() {
+    let layout = example();
+    let m = manifest_of(layout.path(), "app");
+    let digest = m["layers"][3]["digest"].as_str().unwrap();
+    let path = blob(layout.path(), digest);
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&path, bytes).unwrap();
+    let env = Env::new();
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("oci:{}:app", layout.path().display()),
+            "--offline",
+        ],
+        1,
+    );
+    // Flipping a byte inside the deflate stream breaks either the gzip CRC or our digest check;
+    // both must name the layer.
+    assert!(line.contains(digest), "{line}");
+
+    // Through a registry the same: the blob is served as stored.
+    let layout2 = example();
+    let registry = Registry::start();
+    skopeo_copy(
+        &format!("oci:{}:app", layout2.path().display()),
+        &format!("docker://{}/app:v1", registry.host),
+        &["--preserve-digests"],
+    );
+    let stored = registry
+        .dir
+        .path()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&digest[7..9])
+        .join(&digest[7..])
+        .join("data");
+    let mut bytes = fs::read(&stored).unwrap();
+    let n = bytes.len();
+    bytes[n - 9] ^= 0xff; // inside the gzip trailer: the CRC/size check or the digest fails
+    fs::write(&stored, bytes).unwrap();
+    let line = fails(
+        &env,
+        &["analyze", &format!("{}/app:v1", registry.host), "--offline"],
+        1,
+    );
+    assert!(line.contains(digest), "{line}");
+}
+
+/// Rewrite the app image's config or manifest in the layout, keeping it consistent.
+fn tamper(layout: &Path, f: impl FnOnce(&mut serde_json::Value, &mut serde_json::Value)) {
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let mut m = manifest_of(layout, "app");
+    let mut cfg: serde_json::Value = serde_json::from_slice(
+        &fs::read(blob(layout, m["config"]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    f(&mut m, &mut cfg);
+    let cfg_bytes = serde_json::to_vec(&cfg).unwrap();
+    let cfg_digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&cfg_bytes))
+    );
+    fs::write(blob(layout, &cfg_digest), &cfg_bytes).unwrap();
+    m["config"]["digest"] = cfg_digest.into();
+    m["config"]["size"] = cfg_bytes.len().into();
+    let m_bytes = serde_json::to_vec(&m).unwrap();
+    let m_digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&m_bytes))
+    );
+    fs::write(blob(layout, &m_digest), &m_bytes).unwrap();
+    for e in index["manifests"].as_array_mut().unwrap() {
+        if e["annotations"]["org.opencontainers.image.ref.name"] == "app" {
+            e["digest"] = m_digest.clone().into();
+            e["size"] = m_bytes.len().into();
+        }
+    }
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn a_wrong_diff_id_is_caught() {
+    let layout = example();
+    let mut wrong = String::new();
+    tamper(layout.path(), |_, cfg| {
+        wrong = "sha256:".to_string() + &"ab".repeat(32);
+        cfg["rootfs"]["diff_ids"][2] = wrong.clone().into();
+    });
+    let env = Env::new();
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("oci:{}:app", layout.path().display()),
+            "--offline",
+        ],
+        1,
+    );
+    assert!(line.contains("diff_id") && line.contains(&wrong), "{line}");
+}
+
+#[test]
+fn media_type_and_content_must_agree() {
+    let layout = example();
+    tamper(layout.path(), |m, _| {
+        m["layers"][2]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into();
+    });
+    let env = Env::new();
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("oci:{}:app", layout.path().display()),
+            "--offline",
+        ],
+        1,
+    );
+    assert!(
+        line.contains("says zstd") && line.contains("gzip"),
+        "{line}"
+    );
+}
+
+#[test]
+fn schema1_and_unknown_types_are_refused_clearly() {
+    let layout = example();
+    let s1 = br#"{"schemaVersion":1,"name":"x","tag":"y","architecture":"amd64","fsLayers":[],"history":[]}"#;
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(s1))
+    );
+    fs::write(blob(layout.path(), &digest), s1).unwrap();
+    let index_path = layout.path().join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            "digest": digest, "size": s1.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "old"}
+        }));
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let env = Env::new();
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("oci:{}:old", layout.path().display()),
+            "--offline",
+        ],
+        1,
+    );
+    assert!(
+        line.contains("schema 1") && line.contains("re-push"),
+        "{line}"
+    );
+
+    tamper(layout.path(), |m, _| {
+        m["layers"][0]["mediaType"] = "application/x-unknown-layer".into();
+    });
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("oci:{}:app", layout.path().display()),
+            "--offline",
+        ],
+        1,
+    );
+    assert!(line.contains("application/x-unknown-layer"), "{line}");
+}
+
+#[test]
+fn hostile_paths_are_refused() {
+    use coldpress::image::Compression;
+    let layout = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // A hand-made tar with a "../" entry (our writer would never produce one).
+    let mut raw = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut raw);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        {
+            let name = b"../../etc/evil";
+            let gnu = h.as_gnu_mut().unwrap();
+            gnu.name[..name.len()].copy_from_slice(name);
+        }
+        h.set_cksum();
+        b.append(&h, &b"evil"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let diff_id = coldpress::digest::Digest::of(&raw);
+    let f = tempfile::Builder::new().tempfile_in(tmp.path()).unwrap();
+    let (mut file, path) = f.into_parts();
+    std::io::Write::write_all(&mut file, &raw).unwrap();
+    let layer = coldpress::writer::WrittenLayer {
+        path,
+        digest: diff_id.clone(),
+        diff_id,
+        size: raw.len() as u64,
+        uncompressed_size: raw.len() as u64,
+        compression: Compression::None,
+        entries: 1,
+    };
+    let mut spec = coldpress::example::ImageSpec {
+        docker: false,
+        layers: vec![],
+        env: vec![],
+        entrypoint: vec![],
+        cmd: vec![],
+        architecture: "amd64".into(),
+    };
+    spec.add(layer, "hostile");
+    spec.write(
+        &coldpress::transport::oci_layout::OciLayoutSink::create(layout.path(), Some("evil"))
+            .unwrap(),
+    )
+    .unwrap();
+    let env = Env::new();
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("oci:{}:evil", layout.path().display()),
+            "--offline",
+        ],
+        1,
+    );
+    assert!(
+        line.contains("hostile tar entry") && line.contains("../../etc/evil"),
+        "{line}"
+    );
+}
