@@ -19,13 +19,9 @@ fn fails(env: &Env, args: &[&str], code: i32) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(code), "coldpress {args:?}: {err}");
     assert!(!err.contains("panicked"), "{err}");
-    let line = err
-        .lines()
-        .filter(|l| l.starts_with("error"))
-        .last()
-        .unwrap_or_else(|| panic!("no error line in {err}"))
-        .to_string();
-    line
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line expected:\n{err}");
+    errors[0].to_string()
 }
 
 fn manifest_of(layout: &Path, tag: &str) -> serde_json::Value {
