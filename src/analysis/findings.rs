@@ -337,3 +337,17 @@ fn list(v: &[usize]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_finding_is_documented() {
+        let doc = include_str!("../../docs/findings.md");
+        for (id, _) in super::CATALOG {
+            assert!(
+                doc.contains(&format!("`{id}`")),
+                "docs/findings.md lacks {id}"
+            );
+        }
+    }
+}
