@@ -29,8 +29,8 @@ pub struct AnalyzeOptions {
     /// Layers read at the same time.
     pub jobs: usize,
     pub read: ReadOptions,
-    /// Keep the list of paths the base layers alone produce (optimize needs it).
-    pub snapshot_base: bool,
+    /// Keep a copy of each non-base layer's uncompressed tar here (for rewriting).
+    pub spool_dir: Option<std::path::PathBuf>,
     pub max_image_bytes: u64,
 }
 
@@ -40,14 +40,11 @@ impl Default for AnalyzeOptions {
             strip: StripOptions::default(),
             jobs: 2,
             read: ReadOptions::default(),
-            snapshot_base: false,
+            spool_dir: None,
             max_image_bytes: 64 << 30,
         }
     }
 }
-
-/// Paths (and whether each is a directory) of the base layers alone.
-pub type BasePaths = Vec<(Box<str>, bool)>;
 
 pub struct LayerInfo {
     pub descriptor: Descriptor,
@@ -68,8 +65,8 @@ pub struct Analysis {
     pub layers: Vec<LayerInfo>,
     pub index: FsIndex,
     pub base: Option<BaseMatch>,
-    /// Paths (and whether each is a directory) of the base layers alone.
-    pub base_paths: BasePaths,
+    /// The filesystem of the matched base layers alone.
+    pub base_index: FsIndex,
     pub classes: Classification,
     pub strip: StripPlan,
     pub findings: Vec<Finding>,
@@ -115,7 +112,7 @@ fn read_all(
     image: &ResolvedImage,
     opts: &AnalyzeOptions,
     base_count: usize,
-) -> Result<(FsIndex, Vec<LayerListing>, BasePaths)> {
+) -> Result<(FsIndex, Vec<LayerListing>, FsIndex)> {
     let layers = &image.parsed.layers;
     let diff_ids = &image.config.rootfs.diff_ids;
     let n = layers.len();
@@ -126,7 +123,7 @@ fn read_all(
     let (tx, rx) = mpsc::channel::<(usize, Result<LayerListing>)>();
     let mut index = FsIndex::new();
     let mut listings: Vec<LayerListing> = Vec::with_capacity(n);
-    let mut base_paths = Vec::new();
+    let mut base_index = FsIndex::new();
     let total_uncompressed = AtomicUsize::new(0);
 
     let result = std::thread::scope(|s| -> Result<()> {
@@ -151,6 +148,9 @@ fn read_all(
                         break;
                     }
                     let mut ro = opts.read.clone();
+                    if i >= base_count {
+                        ro.spool_dir = opts.spool_dir.clone();
+                    }
                     ro.progress = if ui::quiet() {
                         None
                     } else {
@@ -177,9 +177,6 @@ fn read_all(
             window.1.notify_all();
             Err(e)
         };
-        if base_count == 0 && opts.snapshot_base {
-            base_paths = Vec::new();
-        }
         for (i, r) in rx {
             pending.insert(i, r);
             while let Some(r) = pending.remove(&next_apply) {
@@ -212,11 +209,8 @@ fn read_all(
                 }
                 listings.push(listing);
                 next_apply += 1;
-                if next_apply == base_count && opts.snapshot_base {
-                    base_paths = index
-                        .iter()
-                        .map(|(p, n)| (Box::from(p), n.is_dir()))
-                        .collect();
+                if next_apply == base_count {
+                    base_index = index.clone();
                 }
                 *window.0.lock().expect("not poisoned") = next_apply;
                 window.1.notify_all();
@@ -229,7 +223,7 @@ fn read_all(
         return Err(Error::invalid(&image.reference, "not every layer was read"));
     }
     index.finish();
-    Ok((index, listings, base_paths))
+    Ok((index, listings, base_index))
 }
 
 /// Analyze a resolved image.
@@ -247,11 +241,11 @@ pub fn analyze(
         read: ro,
         ..opts.clone()
     };
-    let (index, listings, base_paths) = read_all(source, &image, &opts, base_count)?;
+    let (index, listings, base_index) = read_all(source, &image, &opts, base_count)?;
 
     let task_root = classify::task_root(image.config.env("LAMBDA_TASK_ROOT"));
     let classes = classify::classify(&index, base_count, &task_root);
-    let strip = strip::plan(&index, &classes, &opts.strip)?;
+    let strip = strip::plan(&index, &classes, &opts.strip, &base_index)?;
 
     let history = image.config.layer_history();
     let mut layers: Vec<LayerInfo> = listings
@@ -296,7 +290,7 @@ pub fn analyze(
         layers,
         index,
         base,
-        base_paths,
+        base_index,
         classes,
         strip,
         findings: Vec::new(),

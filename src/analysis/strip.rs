@@ -383,7 +383,15 @@ struct Matcher {
     owner: Vec<u16>,
 }
 
-pub fn plan(index: &FsIndex, classes: &Classification, opts: &StripOptions) -> Result<StripPlan> {
+/// `base` is the filesystem of the base layers alone: a path it has is never
+/// removed, because without a whiteout (which would touch the base) the base's
+/// version would come back.
+pub fn plan(
+    index: &FsIndex,
+    classes: &Classification,
+    opts: &StripOptions,
+    base: &FsIndex,
+) -> Result<StripPlan> {
     // Rule table: user --strip first, then the built-ins of the profile.
     let mut rules: Vec<RuleInfo> = Vec::new();
     let mut builder = GlobSetBuilder::new();
@@ -449,10 +457,12 @@ pub fn plan(index: &FsIndex, classes: &Classification, opts: &StripOptions) -> R
     // First pass: rule matches.
     let mut decisions: Vec<Option<u16>> = Vec::with_capacity(index.len());
     let mut kept_by_user: Vec<bool> = Vec::with_capacity(index.len());
+    let mut shadowing: Vec<bool> = Vec::with_capacity(index.len());
     for ((path, node), c) in index.iter().zip(&classes.items) {
         if c.class == Class::Base {
             decisions.push(None);
             kept_by_user.push(false);
+            shadowing.push(false);
             continue;
         }
         let abs = format!("/{path}");
@@ -475,8 +485,14 @@ pub fn plan(index: &FsIndex, classes: &Classification, opts: &StripOptions) -> R
             decision = Some(pyc_rule);
         }
         let user_keep = decision.is_some() && keep.is_match(&abs);
+        let shadows_base = decision.is_some() && base.get(path).is_some();
         kept_by_user.push(user_keep);
-        decisions.push(if user_keep { None } else { decision });
+        shadowing.push(shadows_base);
+        decisions.push(if user_keep || shadows_base {
+            None
+        } else {
+            decision
+        });
     }
 
     let entries: Vec<(&str, &crate::fsindex::Node)> = index.iter().collect();
@@ -490,6 +506,19 @@ pub fn plan(index: &FsIndex, classes: &Classification, opts: &StripOptions) -> R
         .zip(&kept_by_user)
         .filter(|(_, k)| **k)
         .map(|((p, _), _)| (p.to_string(), "matched --keep".to_string()))
+        .chain(
+            entries
+                .iter()
+                .zip(&shadowing)
+                .filter(|(_, s)| **s)
+                .map(|((p, _), _)| {
+                    (
+                        p.to_string(),
+                        "replaces a base-layer path; removing it would bring the base version back"
+                            .to_string(),
+                    )
+                }),
+        )
         .collect();
 
     // Protect link targets until nothing changes: a kept link may protect a link.

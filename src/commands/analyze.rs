@@ -32,7 +32,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
             max_layer_bytes: args.read.max_layer_size,
             ..ReadOptions::default()
         },
-        snapshot_base: false,
+        spool_dir: None,
         max_image_bytes: args.read.max_image_size,
     };
     let a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;

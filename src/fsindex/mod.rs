@@ -99,7 +99,7 @@ pub struct LayerChanges {
     pub deleted_bytes: u64,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct FsIndex {
     nodes: BTreeMap<PathKey, Node>,
     pub contents: Vec<Content>,
