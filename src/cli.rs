@@ -35,6 +35,8 @@ pub struct Global {
 pub enum Command {
     /// Report layers, base image, cold-start bytes, waste, what optimize would strip, and findings.
     Analyze(Box<AnalyzeArgs>),
+    /// Strip and re-layer an image (base | system | deps | code), push it, and report before/after.
+    Optimize(Box<OptimizeArgs>),
     /// Write the built-in example images (a stand-in Lambda base and a naive function image) to an OCI layout.
     Example(ExampleArgs),
 }
@@ -148,6 +150,91 @@ pub struct AnalyzeArgs {
     pub strip: StripArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LayerCompression {
+    Gzip,
+    Zstd,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ManifestFormat {
+    Oci,
+    Docker,
+}
+
+#[derive(Args, Debug)]
+pub struct OptimizeArgs {
+    /// The image to slim.
+    pub source: String,
+    /// Where to write the result (registry, oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG]).
+    pub destination: String,
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also write the JSON report (with every removed path) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Print the plan (what would be removed, the new layers) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Compression of the new layers. gzip is what Lambda is known to accept; zstd suits ECS/Fargate.
+    #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]
+    pub compression: LayerCompression,
+    /// Compression level (gzip 0-9, default 6; zstd 1-19, default 3).
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<i32>,
+    /// Manifest family of the output (default: the source's; zstd needs oci).
+    #[arg(long, value_enum)]
+    pub manifest_format: Option<ManifestFormat>,
+    /// Skip reading the written layers back and comparing the result with the source.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Exit with code 3 (and tag nothing) if the output's cold-start bytes exceed SIZE (e.g. 150MB, 100MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub fail_if_cold_start_bytes_over: Option<u64>,
+    /// Exit with code 3 (and tag nothing) if cold-start bytes shrink by less than PERCENT.
+    #[arg(long, value_name = "PERCENT")]
+    pub fail_if_savings_under: Option<f64>,
+    /// Directory for spooled layers (default: the system temp directory).
+    #[arg(long, value_name = "DIR", env = "COLDPRESS_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    #[command(flatten)]
+    pub base: BaseArgs,
+    #[command(flatten)]
+    pub strip: StripArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `150MB`, `100MiB`, `1.5GB`, `12345` → bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 150MB, 100MiB, 2GB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        u => {
+            return Err(format!(
+                "unknown size unit '{u}' (use B, KB, MB, GB, KiB, MiB, GiB)"
+            ));
+        }
+    };
+    Ok((n * mult) as u64)
 }
 
 #[derive(Args, Debug)]

@@ -16,6 +16,7 @@ pub mod example;
 pub mod fsindex;
 pub mod image;
 pub mod layer;
+pub mod plan;
 pub mod reference;
 pub mod report;
 pub mod transport;

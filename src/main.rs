@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     ui::init(cli.global.verbose, cli.global.quiet);
     let result = match &cli.command {
         Command::Analyze(a) => commands::analyze::run(a),
+        Command::Optimize(o) => commands::optimize::run(o),
         Command::Example(e) => coldpress::example::write_example(&e.dir).map(|written| {
             for (tag, digest) in written {
                 println!("oci:{}:{tag}\t{digest}", e.dir.display());

@@ -4,5 +4,6 @@
 
 pub mod image;
 pub mod layer;
+pub mod rewrite;
 
 pub use layer::{LayerWriter, WriteKind, WrittenLayer};

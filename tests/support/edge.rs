@@ -251,3 +251,19 @@ pub fn write_index_with_attestation(layout: &Path, image_tag: &str, index_tag: &
     })
     .unwrap();
 }
+
+/// The edge image's first layer alone, as a base image (same blob as in the full image).
+pub fn write_base(layout: &Path, tag: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = ImageSpec {
+        docker: false,
+        layers: Vec::new(),
+        env: LAMBDA_ENV.iter().map(|s| s.to_string()).collect(),
+        entrypoint: vec!["/lambda-entrypoint.sh".into()],
+        cmd: vec![],
+        architecture: "amd64".into(),
+    };
+    spec.add(layer0(tmp.path(), Compression::Gzip), "layer 0: everything");
+    spec.write(&OciLayoutSink::create(layout, Some(tag)).unwrap())
+        .unwrap();
+}

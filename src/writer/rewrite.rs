@@ -1,0 +1,146 @@
+//! Writing one new layer of the plan: sorted entries, every parent directory
+//! before its children, hard links written as files, whiteouts for base paths
+//! the source deleted.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::layer::{LayerWriter, WriteKind, WrittenLayer};
+use crate::analysis::{Analysis, Class};
+use crate::error::{Error, Result};
+use crate::image::Compression;
+use crate::layer::entry::{FileType, parent};
+use crate::plan::{Item, Plan, items};
+
+/// Reads `len` bytes at `offset` of a spool without moving a shared cursor.
+struct Slice<'a> {
+    file: &'a File,
+    offset: u64,
+    left: u64,
+}
+
+impl Read for Slice<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(self.left) as usize;
+        let got = self.file.read_at(&mut buf[..n], self.offset)?;
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "spool ended early",
+            ));
+        }
+        self.offset += got as u64;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
+/// Per source layer, its spooled uncompressed tar (when it holds content we write).
+pub struct Spools {
+    pub files: Vec<Option<File>>,
+}
+
+#[derive(Debug)]
+pub struct Written {
+    pub class: Class,
+    pub layer: WrittenLayer,
+    pub hardlink_copy_bytes: u64,
+    pub whiteouts: u64,
+}
+
+pub fn write_layer(
+    a: &Analysis,
+    plan: &Plan,
+    class: Class,
+    spools: &Spools,
+    tmp: &Path,
+    compression: Compression,
+    level: Option<i32>,
+) -> Result<Written> {
+    let mut w = LayerWriter::create(tmp, compression, level)?;
+    let mut emitted: HashSet<String> = HashSet::new();
+    let mut hardlink_copy_bytes = 0;
+    let mut whiteouts = 0;
+    for item in items(a, plan, class) {
+        let path = match &item {
+            Item::Path(p, _) | Item::Whiteout(p) => *p,
+        };
+        // Parents first, each once, in order from the root.
+        let mut missing = Vec::new();
+        let mut d = parent(path);
+        while !d.is_empty() && !emitted.contains(d) {
+            missing.push(d);
+            d = parent(d);
+        }
+        for dir in missing.into_iter().rev() {
+            w.append(dir, WriteKind::Dir, &plan.parent_meta(a, dir, class))?;
+            emitted.insert(dir.to_string());
+        }
+        match item {
+            Item::Whiteout(p) => {
+                w.append(p, WriteKind::Whiteout, &Default::default())?;
+                whiteouts += 1;
+            }
+            Item::Path(p, n) => {
+                match n.ftype {
+                    FileType::Dir => {
+                        w.append(p, WriteKind::Dir, &n.meta)?;
+                        emitted.insert(p.to_string());
+                    }
+                    FileType::Symlink => w.append(
+                        p,
+                        WriteKind::Symlink(n.target.as_deref().unwrap_or("")),
+                        &n.meta,
+                    )?,
+                    FileType::Char => w.append(p, WriteKind::Char(n.dev.0, n.dev.1), &n.meta)?,
+                    FileType::Block => w.append(p, WriteKind::Block(n.dev.0, n.dev.1), &n.meta)?,
+                    FileType::Fifo => w.append(p, WriteKind::Fifo, &n.meta)?,
+                    FileType::File => {
+                        let c = a.index.content(n.content.expect("files have content"));
+                        if c.sparse {
+                            return Err(Error::unsupported(
+                                format!("/{p}"),
+                                "sparse files cannot be rewritten yet",
+                            ));
+                        }
+                        let file = spools.files[c.layer as usize].as_ref().ok_or_else(|| {
+                            Error::invalid(
+                                format!("/{p}"),
+                                "content of a layer that was not spooled",
+                            )
+                        })?;
+                        let mut data = Slice {
+                            file,
+                            offset: c.data_offset,
+                            left: c.size,
+                        };
+                        if n.hardlink_to.is_some() {
+                            // Lambda rejects hard-link entries: the link becomes a copy.
+                            hardlink_copy_bytes += c.size;
+                        }
+                        w.append(
+                            p,
+                            WriteKind::File {
+                                size: c.size,
+                                data: &mut data,
+                            },
+                            &n.meta,
+                        )?
+                    }
+                }
+            }
+        }
+    }
+    Ok(Written {
+        class,
+        layer: w.finish()?,
+        hardlink_copy_bytes,
+        whiteouts,
+    })
+}

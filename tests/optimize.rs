@@ -1,0 +1,484 @@
+//! `coldpress optimize`: the output's filesystem equals the source's minus exactly
+//! the removed paths (checked with umoci, independently of coldpress), the base
+//! layers are kept byte for byte, new layers are what Lambda accepts, the result
+//! is deterministic, and every transport works as a destination.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use coldpress::image::Compression;
+use serde_json::Value;
+use support::{Env, FsEntry, Registry, edge, rootfs, skopeo_copy, umoci_unpack, walk};
+
+fn optimize(env: &Env, src: &str, dst: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["optimize", src, dst, "--offline", "--format", "json", "-q"];
+    args.extend_from_slice(extra);
+    env.json(&args)
+}
+
+fn removed_paths(r: &Value) -> BTreeSet<String> {
+    r["removed"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["path"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches('/')
+                .to_string()
+        })
+        .collect()
+}
+
+/// The source tree minus the removed paths must be the output tree, field by field.
+fn assert_same_minus_removed(
+    source: &BTreeMap<String, FsEntry>,
+    output: &BTreeMap<String, FsEntry>,
+    removed: &BTreeSet<String>,
+) {
+    assert_same_minus_removed_but(source, output, removed, &[]);
+}
+
+/// `unpack_time`: directories no tar entry describes, which umoci creates with the
+/// time of the unpack (so their mtime differs between any two unpacks).
+fn assert_same_minus_removed_but(
+    source: &BTreeMap<String, FsEntry>,
+    output: &BTreeMap<String, FsEntry>,
+    removed: &BTreeSet<String>,
+    unpack_time: &[&str],
+) {
+    let mut problems = Vec::new();
+    for (p, e) in source {
+        if removed.contains(p) {
+            if output.contains_key(p) {
+                problems.push(format!("{p}: reported removed but present"));
+            }
+            continue;
+        }
+        match output.get(p) {
+            None => problems.push(format!("{p}: missing from the output")),
+            Some(o)
+                if unpack_time.contains(&p.as_str())
+                    && FsEntry {
+                        mtime: e.mtime,
+                        ..o.clone()
+                    } == *e => {}
+            Some(o) if o != e => {
+                problems.push(format!("{p}: differs\n  source {e:?}\n  output {o:?}"))
+            }
+            _ => {}
+        }
+    }
+    for p in output.keys() {
+        if !source.contains_key(p) {
+            problems.push(format!("{p}: only in the output"));
+        }
+    }
+    for p in removed {
+        if !source.contains_key(p) {
+            problems.push(format!("{p}: reported removed but not in the source"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+fn history_layers(layout: &Path, tag: &str) -> (usize, usize) {
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--config",
+            &format!("oci:{}:{tag}", layout.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = cfg["rootfs"]["diff_ids"].as_array().unwrap().len();
+    let history = cfg["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| !h["empty_layer"].as_bool().unwrap_or(false))
+        .count();
+    (layers, history)
+}
+
+#[test]
+fn example_output_equals_source_minus_removed_and_is_deterministic() {
+    let layout = tempfile::tempdir().unwrap();
+    coldpress::example::write_example(layout.path()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let env = Env::new();
+    let src = |t: &str| format!("oci:{}:{t}", layout.path().display());
+    let base = src("base");
+    let r = optimize(
+        &env,
+        &src("app"),
+        &format!("oci:{}:slim", out.path().display()),
+        &["--base-image", &base],
+    );
+
+    let source = walk(&rootfs(&umoci_unpack(layout.path(), "app")), true);
+    let output = walk(&rootfs(&umoci_unpack(out.path(), "slim")), true);
+    let removed = removed_paths(&r);
+    assert_same_minus_removed(&source, &output, &removed);
+    for expected in [
+        "usr/bin/gcc-12",
+        "root/.cache/pip/http/3f2a9c",
+        "var/task/tests/test_handler.py",
+        "var/task/.git",
+        "var/task/_pytest/python.py",
+        "var/task/numpylite/tests",
+    ] {
+        assert!(
+            removed.contains(expected),
+            "{expected} should be removed: {removed:?}"
+        );
+    }
+    assert!(
+        output.contains_key("var/task/handler_alias.py"),
+        "the hard link is written as a file"
+    );
+    assert_eq!(r["verified"], true);
+
+    // Layers: the base's two, then system, deps, code — code last.
+    let roles: Vec<&str> = r["new_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["base", "base", "system", "deps", "code"]);
+    for (i, l) in r["new_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .take(2)
+    {
+        assert_eq!(
+            l["digest"], r["layers"][i]["digest"],
+            "base layer {i} kept byte for byte"
+        );
+    }
+    let (layers, history) = history_layers(out.path(), "slim");
+    assert_eq!(layers, history, "one history entry per layer");
+    assert!(
+        r["after"]["cold_start_bytes"].as_u64().unwrap()
+            < r["before"]["cold_start_bytes"].as_u64().unwrap() / 3
+    );
+
+    // The new layers are what Lambda accepts: gzip, parents present, no hard links.
+    let again = env.json(&[
+        "analyze",
+        &format!("oci:{}:slim", out.path().display()),
+        "--offline",
+        "--base-image",
+        &base,
+        "--format",
+        "json",
+        "-q",
+    ]);
+    for l in &again["layers"].as_array().unwrap()[2..] {
+        assert_eq!(l["compression"], "gzip");
+        assert_eq!(l["missing_parents"], 0, "{l}");
+        assert_eq!(l["hardlinks"], 0, "{l}");
+    }
+    let ids: Vec<&str> = again["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    for gone in [
+        "code-not-last",
+        "deps-after-code",
+        "build-tools",
+        "hardlinks",
+        "missing-parent-dirs",
+    ] {
+        assert!(!ids.contains(&gone), "{gone} still reported: {ids:?}");
+    }
+
+    // Same input, same bytes; and a code-only change keeps the deps layer.
+    let r2 = optimize(
+        &env,
+        &src("app"),
+        &format!("oci:{}:slim-again", out.path().display()),
+        &["--base-image", &base],
+    );
+    assert_eq!(r2["destination"]["digest"], r["destination"]["digest"]);
+    let v2 = optimize(
+        &env,
+        &src("app-v2"),
+        &format!("oci:{}:slim-v2", out.path().display()),
+        &["--base-image", &base],
+    );
+    let digest = |r: &Value, role: &str| {
+        r["new_layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["role"] == role)
+            .unwrap()["digest"]
+            .clone()
+    };
+    assert_eq!(
+        digest(&v2, "deps"),
+        digest(&r, "deps"),
+        "deps layer unchanged by a code-only change"
+    );
+    assert_eq!(digest(&v2, "system"), digest(&r, "system"));
+    assert_ne!(digest(&v2, "code"), digest(&r, "code"));
+    let transfers: Vec<&str> = v2["new_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["transfer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        transfers,
+        ["existed", "existed", "existed", "existed", "uploaded"],
+        "only the code layer is new"
+    );
+}
+
+#[test]
+fn whiteouts_hardlinks_into_the_base_and_special_files_survive() {
+    let layout = tempfile::tempdir().unwrap();
+    edge::write(layout.path(), "edge", false, Compression::Gzip);
+    edge::write_base(layout.path(), "edge-base");
+    let out = tempfile::tempdir().unwrap();
+    let env = Env::new();
+    let base = format!("oci:{}:edge-base", layout.path().display());
+    let r = optimize(
+        &env,
+        &format!("oci:{}:edge", layout.path().display()),
+        &format!("oci:{}:out", out.path().display()),
+        &["--base-image", &base],
+    );
+    assert_eq!(r["base"]["layers"], 1);
+    let source = walk(&rootfs(&umoci_unpack(layout.path(), "edge")), true);
+    let output = walk(&rootfs(&umoci_unpack(out.path(), "out")), true);
+    assert_same_minus_removed_but(
+        &source,
+        &output,
+        &removed_paths(&r),
+        &["implicit", "implicit/dir"],
+    );
+    // The deletions the source made to base files are whiteouts in the output.
+    let whiteouts: u64 = r["new_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["whiteouts"].as_u64().unwrap())
+        .sum();
+    assert!(whiteouts >= 4, "d1/x, t, o/old, o/sub: {whiteouts}");
+    // l2 is a hard link to a base file: written as a copy, and the cost reported.
+    let copied: u64 = r["new_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["hardlink_copy_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(copied, 3000);
+}
+
+#[test]
+fn registry_to_registry_with_mounts_and_every_destination_transport() {
+    let layout = tempfile::tempdir().unwrap();
+    coldpress::example::write_example(layout.path()).unwrap();
+    let registry = Registry::start();
+    let base = format!("{}/lambda/base:1", registry.host);
+    let app = format!("{}/fn/app:build-1", registry.host);
+    skopeo_copy(
+        &format!("oci:{}:base", layout.path().display()),
+        &format!("docker://{base}"),
+        &["--preserve-digests"],
+    );
+    skopeo_copy(
+        &format!("oci:{}:app", layout.path().display()),
+        &format!("docker://{app}"),
+        &["--preserve-digests"],
+    );
+    let env = Env::new();
+    let slim = format!("{}/fn/app-slim:1", registry.host);
+    let r = optimize(&env, &app, &slim, &["--base-image", &base]);
+    let transfers: Vec<&str> = r["new_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["transfer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &transfers[..2],
+        ["mounted", "mounted"],
+        "base layers mounted from the source repository"
+    );
+    assert_eq!(&transfers[2..], ["uploaded", "uploaded", "uploaded"]);
+
+    // skopeo reads the result, digest for digest.
+    let copy = tempfile::tempdir().unwrap();
+    skopeo_copy(
+        &format!("docker://{slim}"),
+        &format!("oci:{}:slim", copy.path().display()),
+        &["--preserve-digests"],
+    );
+    let source = walk(&rootfs(&umoci_unpack(layout.path(), "app")), false);
+    let output = walk(&rootfs(&umoci_unpack(copy.path(), "slim")), false);
+    assert_same_minus_removed(&source, &output, &removed_paths(&r));
+
+    // A docker archive as destination, read back by skopeo.
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("slim.tar");
+    let ra = optimize(
+        &env,
+        &app,
+        &format!("docker-archive:{}:app:slim", archive.display()),
+        &["--base-image", &base],
+    );
+    assert_eq!(
+        ra["destination"]["digest"], r["destination"]["digest"],
+        "same image whatever the destination"
+    );
+    let via = tempfile::tempdir().unwrap();
+    skopeo_copy(
+        &format!("docker-archive:{}", archive.display()),
+        &format!("oci:{}:x", via.path().display()),
+        &[],
+    );
+    let output = walk(&rootfs(&umoci_unpack(via.path(), "x")), false);
+    assert_same_minus_removed(&source, &output, &removed_paths(&ra));
+    let entries: Vec<String> = tar::Archive::new(std::fs::File::open(&archive).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        entries.contains(&"manifest.json".to_string())
+            && entries.contains(&"index.json".to_string())
+    );
+}
+
+#[test]
+fn dry_run_thresholds_and_zstd() {
+    let layout = tempfile::tempdir().unwrap();
+    coldpress::example::write_example(layout.path()).unwrap();
+    let env = Env::new();
+    let src = format!("oci:{}:app", layout.path().display());
+    let base = format!("oci:{}:base", layout.path().display());
+    let out = tempfile::tempdir().unwrap();
+    let dst = format!("oci:{}:x", out.path().display());
+
+    let r = optimize(&env, &src, &dst, &["--base-image", &base, "--dry-run"]);
+    assert_eq!(r["dry_run"], true);
+    assert!(r["removed"]["files"].as_u64().unwrap() > 0);
+    assert!(
+        !out.path().join("index.json").exists(),
+        "a dry run writes nothing"
+    );
+
+    let o = env.run(&[
+        "optimize",
+        &src,
+        &dst,
+        "--offline",
+        "--base-image",
+        &base,
+        "--fail-if-cold-start-bytes-over",
+        "1KB",
+        "-q",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cold-start bytes"));
+    assert!(
+        !out.path().join("index.json").exists(),
+        "a failed gate tags nothing"
+    );
+    let o = env.run(&[
+        "optimize",
+        &src,
+        &dst,
+        "--offline",
+        "--base-image",
+        &base,
+        "--fail-if-savings-under",
+        "99",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let o = env.run(&[
+        "optimize",
+        &src,
+        &dst,
+        "--offline",
+        "--base-image",
+        &base,
+        "--fail-if-savings-under",
+        "50",
+        "-q",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let o = env.run(&[
+        "optimize",
+        &src,
+        &format!("oci:{}:z", out.path().display()),
+        "--offline",
+        "--base-image",
+        &base,
+        "--compression",
+        "zstd",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("zstd layers are for images that run elsewhere")
+    );
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let new: Vec<&Value> = r["new_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"] != "base")
+        .collect();
+    assert!(
+        new.iter()
+            .all(|l| l["media_type"] == "application/vnd.oci.image.layer.v1.tar+zstd")
+    );
+    let o = env.run(&[
+        "optimize",
+        &src,
+        &dst,
+        "--offline",
+        "--compression",
+        "zstd",
+        "--manifest-format",
+        "docker",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}
