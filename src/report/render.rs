@@ -172,7 +172,7 @@ pub fn render_text(r: &Report) -> String {
     if r.findings.is_empty() {
         let _ = writeln!(o, "  findings: none");
     } else {
-        let _ = writeln!(o, "  findings");
+        let _ = writeln!(o, "  findings{}", if r.optimize.is_some() { " (source image)" } else { "" });
         for f in &r.findings {
             let sev = format!("{:?}", f.severity).to_lowercase();
             let _ = writeln!(o, "    {:<7} {:<26} {}", sev, f.id, f.message);
@@ -407,6 +407,9 @@ pub fn render_markdown(r: &Report) -> String {
         }
     }
     if !r.findings.is_empty() {
+        if r.optimize.is_some() {
+            let _ = writeln!(o, "\nFindings on the source image:");
+        }
         let _ = writeln!(o, "\n| severity | finding | detail |\n|---|---|---|");
         for f in &r.findings {
             let _ = writeln!(
