@@ -192,3 +192,29 @@ fn resolves_symlink_chains() {
     assert_eq!(ix.resolve("cc").as_deref(), Some("usr/bin/gcc-12"));
     assert_eq!(FsIndex::symlink_destination("a/b/c", "../../x"), "x");
 }
+
+#[test]
+fn compare_reports_every_kind_of_difference() {
+    let mut a = FsIndex::new();
+    let mut f1 = file("same", 3);
+    f1.content_hash = Some([1; 32]);
+    let mut g1 = file("content", 3);
+    g1.content_hash = Some([1; 32]);
+    a.apply(vec![f1.clone(), g1, file("gone", 1), dir("d")], "a").unwrap();
+    let mut b = FsIndex::new();
+    let mut g2 = file("content", 3);
+    g2.content_hash = Some([2; 32]);
+    let mut d2 = dir("d");
+    d2.meta.mode = 0o700;
+    b.apply(vec![f1, g2, file("extra", 1), d2], "b").unwrap();
+    let diffs: Vec<String> = compare(&a, &b).iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        diffs,
+        vec![
+            "/content differs: content",
+            "/d differs: mode 644 vs 700",
+            "/extra should not be there",
+            "/gone is missing",
+        ]
+    );
+}
