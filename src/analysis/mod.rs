@@ -32,6 +32,8 @@ pub struct AnalyzeOptions {
     /// Keep a copy of each non-base layer's uncompressed tar here (for rewriting).
     pub spool_dir: Option<std::path::PathBuf>,
     pub max_image_bytes: u64,
+    /// Read layers through this cache (audit: each unique layer once).
+    pub layer_cache: Option<std::sync::Arc<crate::layer::cache::LayerCache>>,
 }
 
 impl Default for AnalyzeOptions {
@@ -42,6 +44,7 @@ impl Default for AnalyzeOptions {
             read: ReadOptions::default(),
             spool_dir: None,
             max_image_bytes: 64 << 30,
+            layer_cache: None,
         }
     }
 }
@@ -159,7 +162,10 @@ fn read_all(
                             format!("layer {} {}", i, layers[i].digest.short()),
                         ))
                     };
-                    let r = read_layer(source, &layers[i], &diff_ids[i], &ro);
+                    let r = match &opts.layer_cache {
+                        Some(cache) => cache.get(source, &layers[i], &diff_ids[i], &ro),
+                        None => read_layer(source, &layers[i], &diff_ids[i], &ro),
+                    };
                     if let Some(pb) = ro.progress {
                         pb.finish_and_clear();
                     }

@@ -101,6 +101,7 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         },
         spool_dir: Some(work.path().to_path_buf()),
         max_image_bytes: args.read.max_image_size,
+        layer_cache: None,
     };
     let a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
     let plan = Plan::new(&a);

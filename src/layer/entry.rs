@@ -1,13 +1,13 @@
 //! One tar entry of a layer, as compact metadata, and the path rules that decide
 //! what an entry means (image-spec layer.md: whiteouts, opaque directories).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Extended attributes: (name, value), sorted by name.
 pub type Xattrs = Box<[(Box<str>, Box<[u8]>)]>;
 
 /// File metadata that must survive a rewrite unchanged.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Meta {
     pub mode: u32,
     pub uid: u64,
@@ -29,7 +29,7 @@ pub enum FileType {
     Fifo,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
     File,
     Dir,
@@ -46,7 +46,7 @@ pub enum EntryKind {
 }
 
 /// A tar entry, resolved: normalized path, meaning, metadata and where its data is.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {
     /// Relative to the root, no leading `/` or `./`, no trailing `/`.
     pub path: Box<str>,

@@ -112,6 +112,9 @@ pub struct Strippable {
     pub files: u64,
     pub bytes: u64,
     pub by_rule: BTreeMap<String, RuleCount>,
+    /// Cold-start bytes after `optimize`, estimated: the content that stays
+    /// (waste and strippable files gone) at the image's current compression ratio.
+    pub estimated_cold_start_bytes_after: u64,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -288,11 +291,20 @@ impl Report {
                 classes: l.classes.clone(),
             })
             .collect();
+        let nonbase_uncompressed: u64 = a.layers.iter().filter(|l| !l.base).map(|l| l.uncompressed_size).sum();
+        let function_bytes: u64 = [Class::System, Class::Deps, Class::Code].iter().map(|c| a.class_totals(*c).bytes).sum();
+        let estimated = if nonbase_uncompressed == 0 {
+            0
+        } else {
+            let ratio = before.cold_start_bytes as f64 / nonbase_uncompressed as f64;
+            (function_bytes.saturating_sub(a.strip.total.bytes) as f64 * ratio) as u64
+        };
         let strippable = Strippable {
             profile: format!("{:?}", a.strip_profile()).to_lowercase(),
             files: a.strip.total.files,
             bytes: a.strip.total.bytes,
             by_rule: rule_counts(a),
+            estimated_cold_start_bytes_after: estimated,
         };
         let packages = a
             .classes
