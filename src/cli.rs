@@ -37,6 +37,8 @@ pub enum Command {
     Analyze(Box<AnalyzeArgs>),
     /// Strip and re-layer an image (base | system | deps | code), push it, and report before/after.
     Optimize(Box<OptimizeArgs>),
+    /// Analyze every image of a registry: a ranked report of cold-start bytes and savings (JSONL, JSON, Markdown, HTML).
+    Audit(Box<AuditArgs>),
     /// Write the built-in example images (a stand-in Lambda base and a naive function image) to an OCI layout.
     Example(ExampleArgs),
 }
@@ -235,6 +237,57 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
     };
     Ok((n * mult) as u64)
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+    /// The registry to audit (HOST[:PORT]).
+    #[arg(required = true)]
+    pub registry: Option<String>,
+    /// Only repositories matching this glob (e.g. 'lambda/*'). Repeatable.
+    #[arg(long = "repo", value_name = "GLOB")]
+    pub repo: Vec<String>,
+    /// Read the repository names from this file (one per line) instead of /v2/_catalog.
+    #[arg(long, value_name = "FILE")]
+    pub repos_from: Option<PathBuf>,
+    /// How many tags per repository: the N newest (by the config's created time) or all.
+    #[arg(long, default_value = "1", value_name = "N|all")]
+    pub tags: crate::audit::TagSelection,
+    /// Images analyzed at the same time.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub concurrency: usize,
+    /// Audit only this worker's share of the repositories (i/n, by a stable hash of the name).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::audit::Shard>,
+    /// Output directory: audit.jsonl (appended as images finish; a rerun resumes), summary.json, summary.md, index.html.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    #[command(flatten)]
+    pub base: BaseArgs,
+    #[command(flatten)]
+    pub strip: StripArgs,
+    #[command(flatten)]
+    pub registry_args: RegistryArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Join the outputs of sharded audits into one report.
+    Merge(MergeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Output directories of `coldpress audit --shard`.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
 }
 
 #[derive(Args, Debug)]

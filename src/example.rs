@@ -239,8 +239,15 @@ fn record(files: &[&str]) -> String {
 
 /// The naive function image's own layers (on top of the base).
 pub fn app_layers(tmp: &Path, handler: &str) -> Result<Vec<(WrittenLayer, &'static str)>> {
+    let mut out = vec![(code_layer(tmp, handler)?, "COPY . /var/task")];
+    out.extend(app_rest_layers(tmp)?);
+    Ok(out)
+}
+
+/// "COPY . /var/task": the function's code, tests and litter.
+pub fn code_layer(tmp: &Path, handler: &str) -> Result<WrittenLayer> {
     use Item::*;
-    let code = write_layer(
+    write_layer(
         tmp,
         &[
             Dir("var"),
@@ -260,7 +267,12 @@ pub fn app_layers(tmp: &Path, handler: &str) -> Result<Vec<(WrittenLayer, &'stat
             Blob("var/task/.handler.py.swp", 12_288),
         ],
         Compression::Gzip,
-    )?;
+    )
+}
+
+/// The layers after the code: build tools, dependencies (with a pip cache), cleanup.
+pub fn app_rest_layers(tmp: &Path) -> Result<Vec<(WrittenLayer, &'static str)>> {
+    use Item::*;
     let tools = write_layer(
         tmp,
         &[
@@ -358,7 +370,6 @@ pub fn app_layers(tmp: &Path, handler: &str) -> Result<Vec<(WrittenLayer, &'stat
         Compression::Gzip,
     )?;
     Ok(vec![
-        (code, "COPY . /var/task"),
         (
             tools,
             "RUN apt-get update && apt-get install -y build-essential",

@@ -7,6 +7,7 @@
 //! → [`writer`] (new layers) → [`transport`] (sink) → [`report`].
 
 pub mod analysis;
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod commands;

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Analyze(a) => commands::analyze::run(a),
         Command::Optimize(o) => commands::optimize::run(o),
+        Command::Audit(a) => commands::audit::run(a),
         Command::Example(e) => coldpress::example::write_example(&e.dir).map(|written| {
             for (tag, digest) in written {
                 println!("oci:{}:{tag}\t{digest}", e.dir.display());

@@ -1,6 +1,7 @@
 //! The commands: thin shells that turn flags into library calls.
 
 pub mod analyze;
+pub mod audit;
 pub mod optimize;
 
 use std::io::Read;

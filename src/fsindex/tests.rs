@@ -200,7 +200,8 @@ fn compare_reports_every_kind_of_difference() {
     f1.content_hash = Some([1; 32]);
     let mut g1 = file("content", 3);
     g1.content_hash = Some([1; 32]);
-    a.apply(vec![f1.clone(), g1, file("gone", 1), dir("d")], "a").unwrap();
+    a.apply(vec![f1.clone(), g1, file("gone", 1), dir("d")], "a")
+        .unwrap();
     let mut b = FsIndex::new();
     let mut g2 = file("content", 3);
     g2.content_hash = Some([2; 32]);

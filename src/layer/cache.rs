@@ -46,7 +46,10 @@ impl LayerCache {
         let (dir, tmp) = match dir {
             Some(d) => (d, None),
             None => {
-                let t = tempfile::Builder::new().prefix("coldpress-layers-").tempdir().map_err(|e| Error::io("creating a layer cache", e))?;
+                let t = tempfile::Builder::new()
+                    .prefix("coldpress-layers-")
+                    .tempdir()
+                    .map_err(|e| Error::io("creating a layer cache", e))?;
                 (t.path().to_path_buf(), Some(t))
             }
         };
@@ -67,7 +70,10 @@ impl LayerCache {
     fn load(&self, d: &Digest) -> Option<LayerListing> {
         let f = std::fs::File::open(self.path(d)).ok()?;
         let mut raw = Vec::new();
-        zstd::stream::read::Decoder::new(f).ok()?.read_to_end(&mut raw).ok()?;
+        zstd::stream::read::Decoder::new(f)
+            .ok()?
+            .read_to_end(&mut raw)
+            .ok()?;
         let s: Stored = serde_json::from_slice(&raw).ok()?;
         if s.format != FORMAT || &s.digest != d {
             return None;
@@ -94,19 +100,36 @@ impl LayerCache {
             entries: l.entries.clone(),
         };
         let json = serde_json::to_vec(&s).expect("listings serialize");
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).with_ctx(|| format!("writing to {}", self.dir.display()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
+            .with_ctx(|| format!("writing to {}", self.dir.display()))?;
         {
-            let mut enc = zstd::stream::write::Encoder::new(tmp.as_file_mut(), 3).map_err(|e| Error::io("compressing a listing", e))?;
-            enc.write_all(&json).map_err(|e| Error::io("compressing a listing", e))?;
-            enc.finish().map_err(|e| Error::io("compressing a listing", e))?;
+            let mut enc = zstd::stream::write::Encoder::new(tmp.as_file_mut(), 3)
+                .map_err(|e| Error::io("compressing a listing", e))?;
+            enc.write_all(&json)
+                .map_err(|e| Error::io("compressing a listing", e))?;
+            enc.finish()
+                .map_err(|e| Error::io("compressing a listing", e))?;
         }
-        tmp.persist(self.path(&l.digest)).map_err(|e| Error::io("storing a listing", e.error))?;
+        tmp.persist(self.path(&l.digest))
+            .map_err(|e| Error::io("storing a listing", e.error))?;
         Ok(())
     }
 
     /// The listing of `desc`, read from `source` only if no one has read it before.
-    pub fn get(&self, source: &dyn Source, desc: &Descriptor, diff_id: &Digest, opts: &ReadOptions) -> Result<LayerListing> {
-        let lock = self.locks.lock().expect("not poisoned").entry(desc.digest.clone()).or_default().clone();
+    pub fn get(
+        &self,
+        source: &dyn Source,
+        desc: &Descriptor,
+        diff_id: &Digest,
+        opts: &ReadOptions,
+    ) -> Result<LayerListing> {
+        let lock = self
+            .locks
+            .lock()
+            .expect("not poisoned")
+            .entry(desc.digest.clone())
+            .or_default()
+            .clone();
         let _held = lock.lock().expect("not poisoned");
         if let Some(l) = self.load(&desc.digest)
             && &l.diff_id == diff_id

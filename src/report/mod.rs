@@ -291,8 +291,16 @@ impl Report {
                 classes: l.classes.clone(),
             })
             .collect();
-        let nonbase_uncompressed: u64 = a.layers.iter().filter(|l| !l.base).map(|l| l.uncompressed_size).sum();
-        let function_bytes: u64 = [Class::System, Class::Deps, Class::Code].iter().map(|c| a.class_totals(*c).bytes).sum();
+        let nonbase_uncompressed: u64 = a
+            .layers
+            .iter()
+            .filter(|l| !l.base)
+            .map(|l| l.uncompressed_size)
+            .sum();
+        let function_bytes: u64 = [Class::System, Class::Deps, Class::Code]
+            .iter()
+            .map(|c| a.class_totals(*c).bytes)
+            .sum();
         let estimated = if nonbase_uncompressed == 0 {
             0
         } else {

@@ -172,7 +172,15 @@ pub fn render_text(r: &Report) -> String {
     if r.findings.is_empty() {
         let _ = writeln!(o, "  findings: none");
     } else {
-        let _ = writeln!(o, "  findings{}", if r.optimize.is_some() { " (source image)" } else { "" });
+        let _ = writeln!(
+            o,
+            "  findings{}",
+            if r.optimize.is_some() {
+                " (source image)"
+            } else {
+                ""
+            }
+        );
         for f in &r.findings {
             let sev = format!("{:?}", f.severity).to_lowercase();
             let _ = writeln!(o, "    {:<7} {:<26} {}", sev, f.id, f.message);
