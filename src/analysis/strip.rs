@@ -421,6 +421,12 @@ pub fn plan(
             builder.add(glob(g)?);
             owner.push(id as u16);
             rule_classes.push(r.classes);
+            // `dir/**` also names `dir` itself, which goes once everything in it goes.
+            if let Some(dir) = g.strip_suffix("/**") {
+                builder.add(glob(dir)?);
+                owner.push(id as u16);
+                rule_classes.push(r.classes);
+            }
         }
     }
     let dev_rule = rules.len() as u16;
@@ -542,21 +548,15 @@ pub fn plan(
             let Some(&j) = position.get(dest.as_str()) else {
                 continue;
             };
-            let why = format!("a kept symlink (/{path}) points to it");
+            // A link to a directory keeps the directory, not everything in it:
+            // merged-/usr links (`/lib -> usr/lib`) would otherwise protect all of /usr.
             if decisions[j].is_some() {
                 decisions[j] = None;
-                protected.push((dest.clone(), why.clone()));
+                protected.push((
+                    dest.clone(),
+                    format!("a kept symlink (/{path}) points to it"),
+                ));
                 changed = true;
-            }
-            if entries[j].1.is_dir() {
-                for (p, _) in index.descendants(&dest) {
-                    let k = position[p];
-                    if decisions[k].is_some() {
-                        decisions[k] = None;
-                        protected.push((p.to_string(), why.clone()));
-                        changed = true;
-                    }
-                }
             }
         }
         for members in by_content.values().filter(|m| m.len() > 1) {
@@ -728,5 +728,85 @@ mod tests {
                 glob(g).unwrap();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+    use crate::analysis::classify::classify;
+    use crate::layer::{Entry, EntryKind, Meta};
+
+    fn e(path: &str, kind: EntryKind, size: u64) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            meta: Meta {
+                mode: 0o755,
+                ..Meta::default()
+            },
+            size,
+            data_offset: 0,
+            content_hash: None,
+            captured: None,
+            sparse: false,
+        }
+    }
+
+    fn plan_for(upper: Vec<Entry>) -> (FsIndex, StripPlan) {
+        let mut ix = FsIndex::new();
+        ix.apply(
+            vec![
+                e("usr", EntryKind::Dir, 0),
+                e("usr/lib", EntryKind::Dir, 0),
+                e("usr/bin", EntryKind::Dir, 0),
+                e("lib", EntryKind::Symlink("usr/lib".into()), 0),
+            ],
+            "base",
+        )
+        .unwrap();
+        let base = ix.clone();
+        ix.apply(upper, "app").unwrap();
+        ix.finish();
+        let classes = classify(&ix, 1, "var/task");
+        let plan = plan(&ix, &classes, &StripOptions::default(), &base).unwrap();
+        (ix, plan)
+    }
+
+    fn removed(ix: &FsIndex, p: &StripPlan) -> Vec<String> {
+        ix.iter()
+            .zip(&p.decisions)
+            .filter(|(_, d)| d.is_some())
+            .map(|((path, _), _)| path.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_link_to_a_directory_does_not_protect_its_contents() {
+        let (ix, p) = plan_for(vec![
+            e("usr/lib/gcc", EntryKind::Dir, 0),
+            e("usr/lib/gcc/cc1", EntryKind::File, 100),
+        ]);
+        assert_eq!(removed(&ix, &p), vec!["usr/lib/gcc", "usr/lib/gcc/cc1"]);
+    }
+
+    #[test]
+    fn a_kept_link_protects_its_target_file() {
+        let (ix, p) = plan_for(vec![
+            e("usr/bin/gcc-12", EntryKind::File, 100),
+            e("usr/bin/gcc", EntryKind::Symlink("gcc-12".into()), 0),
+            e(
+                "usr/bin/my-cc",
+                EntryKind::Symlink("/usr/bin/gcc-12".into()),
+                0,
+            ),
+        ]);
+        // gcc (a toolchain name) goes; my-cc stays, so gcc-12 must stay too.
+        assert_eq!(removed(&ix, &p), vec!["usr/bin/gcc"]);
+        assert!(
+            p.protected
+                .iter()
+                .any(|(path, why)| path == "usr/bin/gcc-12" && why.contains("my-cc"))
+        );
     }
 }

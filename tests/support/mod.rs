@@ -361,3 +361,63 @@ pub fn write_file(path: &Path, content: &str) {
     f.write_all(content.as_bytes()).unwrap();
 }
 pub mod edge;
+pub mod listing;
+
+/// The realistic Lambda-like fixture (debootstrap'd Debian + python3, real PyPI
+/// packages, a build toolchain left in), built once and cached. Tags: base,
+/// base-v2, app, app-v2 (see tests/fixtures/realistic/README.md).
+pub fn realistic_fixture() -> PathBuf {
+    let dir = fixture_cache().join("realistic");
+    with_lock("realistic", || {
+        if dir.join("index.json").is_file() {
+            return;
+        }
+        for (tool, package) in [
+            ("debootstrap", "debootstrap"),
+            ("umoci", "umoci"),
+            ("jq", "jq"),
+        ] {
+            require(tool, package);
+        }
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/realistic/build.sh");
+        eprintln!(
+            "building the realistic fixture into {} (several minutes, cached afterwards)",
+            dir.display()
+        );
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .arg("--no-verify")
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{} failed; it needs root and network access to deb.debian.org and PyPI",
+            script.display()
+        );
+    });
+    dir
+}
+
+/// Run the function's handler inside an unpacked root filesystem, as Lambda's
+/// entrypoint would, and return what it printed.
+pub fn invoke_handler(rootfs: &Path, handler: &str) -> String {
+    let out = Command::new(require("chroot", "coreutils"))
+        .arg(rootfs)
+        .args(["/lambda-entrypoint.sh", handler])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LAMBDA_TASK_ROOT", "/var/task")
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::null())
+        .output()
+        .expect("chroot");
+    assert!(
+        out.status.success(),
+        "the handler failed in {}: {}",
+        rootfs.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -1,0 +1,233 @@
+//! The realistic case, end to end: a naive single-stage Lambda image built from
+//! real Debian and PyPI packages (build tools, pip cache, tests, code copied before
+//! dependencies). analyze must agree with umoci and find what is wrong; optimize
+//! must slim it, keep the base, put code last, and the function must still run.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use support::listing::{differences, files};
+use support::{
+    Env, Registry, invoke_handler, realistic_fixture, rootfs, skopeo_copy, umoci_unpack, walk,
+};
+
+fn ids(r: &Value) -> Vec<String> {
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn realistic_lambda_image() {
+    let layout = realistic_fixture();
+    let oci = |t: &str| format!("oci:{}:{t}", layout.display());
+    let registry = Registry::start();
+    let host = &registry.host;
+    let base = format!("{host}/lambda/python:3.11");
+    skopeo_copy(
+        &oci("base"),
+        &format!("docker://{base}"),
+        &["--preserve-digests"],
+    );
+    for (tag, to) in [
+        ("app", "orders/summary:build-1"),
+        ("app-v2", "orders/summary:build-2"),
+    ] {
+        skopeo_copy(
+            &oci(tag),
+            &format!("docker://{host}/{to}"),
+            &["--preserve-digests"],
+        );
+    }
+    let env = Env::new();
+    let app = format!("{host}/orders/summary:build-1");
+
+    // analyze: base matched, problems found, final filesystem as umoci sees it.
+    let r = env.json(&[
+        "analyze",
+        &app,
+        "--offline",
+        "--base-image",
+        &base,
+        "--list-files",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(r["base"]["image"], base.as_str());
+    assert_eq!(r["base"]["layers"], 3);
+    assert_eq!(r["base"]["full"], true);
+    let app_layers: u64 = r["layers"].as_array().unwrap()[3..]
+        .iter()
+        .map(|l| l["compressed_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(r["before"]["cold_start_bytes"], app_layers);
+    for rule in [
+        "build-toolchain",
+        "package-manager-cache",
+        "tests",
+        "dev-dependencies",
+        "vcs-editor-litter",
+    ] {
+        assert!(
+            r["strippable"]["by_rule"][rule]["bytes"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0,
+            "{rule}: {}",
+            r["strippable"]
+        );
+    }
+    for id in [
+        "code-not-last",
+        "deps-after-code",
+        "build-tools",
+        "no-lambda-base",
+    ] {
+        assert!(
+            ids(&r).contains(&id.to_string()),
+            "{id} missing: {:?}",
+            ids(&r)
+        );
+    }
+    let pkgs: BTreeSet<&str> = r["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in ["numpy", "pydantic", "requests", "pytest"] {
+        assert!(pkgs.contains(p), "{p} not found among {pkgs:?}");
+    }
+    let listed = files(&r);
+    assert_eq!(listed["var/task/numpy/__init__.py"]["class"], "deps");
+    assert_eq!(listed["var/task/handler.py"]["class"], "code");
+    assert!(
+        listed["var/task/handler.py"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("task root")
+    );
+    assert_eq!(listed["usr/bin/gcc-12"]["class"], "system");
+    let source_bundle = umoci_unpack(&layout, "app");
+    let source = walk(&rootfs(&source_bundle), false);
+    let diffs = differences(&listed, &source);
+    assert!(
+        diffs.is_empty(),
+        "coldpress and umoci disagree:\n{}",
+        diffs.join("\n")
+    );
+
+    // optimize registry → registry.
+    let slim = format!("{host}/orders/summary:build-1-slim");
+    let o = env.json(&[
+        "optimize",
+        &app,
+        &slim,
+        "--offline",
+        "--base-image",
+        &base,
+        "--format",
+        "json",
+        "-q",
+    ]);
+    let roles: Vec<&str> = o["new_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["base", "base", "base", "system", "deps", "code"]);
+    for i in 0..3 {
+        assert_eq!(o["new_layers"][i]["digest"], r["layers"][i]["digest"]);
+    }
+    assert!(
+        o["after"]["cold_start_bytes"].as_u64().unwrap()
+            < o["before"]["cold_start_bytes"].as_u64().unwrap()
+    );
+
+    // umoci: the output is the source minus exactly the removed paths.
+    let out_layout = tempfile::tempdir().unwrap();
+    skopeo_copy(
+        &format!("docker://{slim}"),
+        &format!("oci:{}:slim", out_layout.path().display()),
+        &["--preserve-digests"],
+    );
+    let out_bundle = umoci_unpack(out_layout.path(), "slim");
+    let output = walk(&rootfs(&out_bundle), false);
+    let removed: BTreeSet<String> = o["removed"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap()[1..].to_string())
+        .collect();
+    let mut problems = Vec::new();
+    for (p, e) in &source {
+        match (removed.contains(p), output.get(p)) {
+            (true, Some(_)) => problems.push(format!("{p}: removed but present")),
+            (false, None) => problems.push(format!("{p}: missing")),
+            (false, Some(x)) if x != e => problems.push(format!("{p}: {e:?} vs {x:?}")),
+            _ => {}
+        }
+    }
+    problems.extend(
+        output
+            .keys()
+            .filter(|p| !source.contains_key(*p))
+            .map(|p| format!("{p}: only in the output")),
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // Bytecode for the image's interpreter stays (Lambda's /var/task is read-only).
+    assert!(
+        output.keys().any(
+            |p| p.starts_with("var/task/numpy/__pycache__/") && p.ends_with(".cpython-311.pyc")
+        )
+    );
+
+    // The function still runs, and gives the same answer.
+    let before = invoke_handler(&rootfs(&source_bundle), "handler.handler");
+    let after = invoke_handler(&rootfs(&out_bundle), "handler.handler");
+    assert!(before.contains("numpy_sum"), "{before}");
+    assert_eq!(after, before);
+
+    // A code-only change: same deps layer digest, only the code layer uploaded.
+    let o2 = env.json(&[
+        "optimize",
+        &format!("{host}/orders/summary:build-2"),
+        &format!("{host}/orders/summary:build-2-slim"),
+        "--offline",
+        "--base-image",
+        &base,
+        "--format",
+        "json",
+        "-q",
+    ]);
+    let layer = |r: &Value, role: &str| {
+        r["new_layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["role"] == role)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(layer(&o2, "deps")["digest"], layer(&o, "deps")["digest"]);
+    assert_ne!(layer(&o2, "code")["digest"], layer(&o, "code")["digest"]);
+    assert_eq!(layer(&o2, "deps")["transfer"], "existed");
+    assert_eq!(layer(&o2, "code")["transfer"], "uploaded");
+    eprintln!(
+        "realistic: compressed {} -> {}, cold start {} -> {}, removed {} bytes {}, deps layer {}",
+        o["before"]["compressed_bytes"],
+        o["after"]["compressed_bytes"],
+        o["before"]["cold_start_bytes"],
+        o["after"]["cold_start_bytes"],
+        o["removed"]["bytes"],
+        o["removed"]["by_rule"],
+        layer(&o, "deps")["digest"]
+    );
+}
