@@ -110,9 +110,6 @@ impl Hasher {
     pub fn finish(self) -> Digest {
         Digest::from_sha256(&self.inner.finalize())
     }
-    pub fn finish_bytes(self) -> [u8; 32] {
-        self.inner.finalize().into()
-    }
 }
 
 /// A reader that hashes everything read through it and, at EOF, checks the

@@ -34,6 +34,9 @@ pub struct AnalyzeOptions {
     pub max_image_bytes: u64,
     /// Read layers through this cache (audit: each unique layer once).
     pub layer_cache: Option<std::sync::Arc<crate::layer::cache::LayerCache>>,
+    /// Use the cache for the matched base layers only (optimize: the layers it
+    /// rewrites must be read, hashed and spooled; the base's need not).
+    pub cache_base_only: bool,
 }
 
 impl Default for AnalyzeOptions {
@@ -45,6 +48,7 @@ impl Default for AnalyzeOptions {
             spool_dir: None,
             max_image_bytes: 64 << 30,
             layer_cache: None,
+            cache_base_only: false,
         }
     }
 }
@@ -162,8 +166,18 @@ fn read_all(
                             format!("layer {} {}", i, layers[i].digest.short()),
                         ))
                     };
-                    let r = match &opts.layer_cache {
-                        Some(cache) => cache.get(source, &layers[i], &diff_ids[i], &ro),
+                    let cached = opts
+                        .layer_cache
+                        .as_ref()
+                        .filter(|_| !opts.cache_base_only || i < base_count);
+                    let r = match cached {
+                        Some(cache) => {
+                            if opts.cache_base_only {
+                                // Base files are never rewritten: their contents need no hash.
+                                ro.hash_contents = false;
+                            }
+                            cache.get(source, &layers[i], &diff_ids[i], &ro)
+                        }
                         None => read_layer(source, &layers[i], &diff_ids[i], &ro),
                     };
                     if let Some(pb) = ro.progress {
@@ -247,11 +261,27 @@ pub fn analyze(
         read: ro,
         ..opts.clone()
     };
+    let started = std::time::Instant::now();
     let (index, listings, base_index) = read_all(source, &image, &opts, base_count)?;
+    ui::trace(|| {
+        format!(
+            "read {} layers ({} paths) in {:.2}s",
+            listings.len(),
+            index.len(),
+            started.elapsed().as_secs_f64()
+        )
+    });
 
+    let started = std::time::Instant::now();
     let task_root = classify::task_root(image.config.env("LAMBDA_TASK_ROOT"));
     let classes = classify::classify(&index, base_count, &task_root);
     let strip = strip::plan(&index, &classes, &opts.strip, &base_index)?;
+    ui::trace(|| {
+        format!(
+            "classified and planned in {:.2}s",
+            started.elapsed().as_secs_f64()
+        )
+    });
 
     let history = image.config.layer_history();
     let mut layers: Vec<LayerInfo> = listings

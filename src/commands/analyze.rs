@@ -35,6 +35,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         spool_dir: None,
         max_image_bytes: args.read.max_image_size,
         layer_cache: None,
+        cache_base_only: false,
     };
     let a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
     let report = Report::from_analysis(&a, args.list_files);

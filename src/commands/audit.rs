@@ -61,6 +61,7 @@ pub fn run(args: &AuditArgs) -> Result<()> {
             spool_dir: None,
             max_image_bytes: args.read.max_image_size,
             layer_cache: None,
+            cache_base_only: false,
         },
         transport,
         layer_cache_dir: cache_root.map(|c| c.join("layers")),

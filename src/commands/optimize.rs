@@ -17,8 +17,10 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::resolve::resolve;
 use crate::image::{Compression, Descriptor, MediaType};
+use crate::layer::LayerListing;
 use crate::layer::ReadOptions;
-use crate::plan::{Plan, verify::verify};
+use crate::plan::Plan;
+use crate::plan::verify::{compare_with_source, read_back};
 use crate::reference::ImageRef;
 use crate::report::{
     Destination, NewLayerRow, OptimizeSection, PushStats, RemovedPath, Report, RuleCount, Totals,
@@ -26,22 +28,12 @@ use crate::report::{
 use crate::transport::{self, BlobContent, BlobOutcome, Sink, Source};
 use crate::ui;
 use crate::writer::image::{config_bytes, manifest};
-use crate::writer::rewrite::{Spools, Written, write_layer};
+use crate::writer::rewrite::{Encoding, Spools, Written, write_layer};
 
 pub const SOURCE_DIGEST_LABEL: &str = "dev.coldpress.source.digest";
 pub const VERSION_LABEL: &str = "dev.coldpress.version";
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
-
-/// Where one output blob comes from.
-enum Origin<'a> {
-    /// A base layer, copied as it is from this source.
-    Copy(&'a dyn Source),
-    /// A file we wrote.
-    File(std::path::PathBuf),
-    /// Bytes in memory (the config).
-    Bytes(Arc<[u8]>),
-}
 
 pub fn run(args: &OptimizeArgs) -> Result<()> {
     let src = ImageRef::parse(&args.source)?;
@@ -101,10 +93,25 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         },
         spool_dir: Some(work.path().to_path_buf()),
         max_image_bytes: args.read.max_image_size,
-        layer_cache: None,
+        // The base is the same from build to build: its listing is read once.
+        layer_cache: Some(std::sync::Arc::new(crate::layer::cache::LayerCache::new(
+            args.base
+                .cache_dir
+                .clone()
+                .or_else(crate::catalog::default_cache_dir)
+                .map(|c| c.join("layers")),
+        )?)),
+        cache_base_only: true,
     };
+    let started = std::time::Instant::now();
     let a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
     let plan = Plan::new(&a);
+    ui::trace(|| {
+        format!(
+            "analyzed and spooled in {:.2}s",
+            started.elapsed().as_secs_f64()
+        )
+    });
     let mut report = Report::from_analysis(&a, false);
     let mut section = OptimizeSection {
         removed: removed_section(&a, &plan),
@@ -121,36 +128,65 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     }
 
     let spools = spools(&a, &plan, source.as_ref(), work.path())?;
-    let written = write_all(
-        &a,
-        &plan,
-        &spools,
-        work.path(),
-        compression,
-        args.compression_level,
-        args.read.jobs,
-    )?;
-
-    // The output's layers: the base's own blobs, then ours.
+    let sink = transport::open_sink(&dst, &topts)?;
     let base_source = base_blob_source(&a, &topts)?;
     let base_src: &dyn Source = base_source.as_deref().unwrap_or(source.as_ref());
-    let mut layers: Vec<(Descriptor, Origin)> = base_descriptors(&a, docker)
-        .into_iter()
-        .map(|d| (d, Origin::Copy(base_src)))
-        .collect();
-    let new_descs: Vec<Descriptor> = written
-        .iter()
-        .map(|w| {
-            Descriptor::new(
-                w.layer.media_type(docker),
-                w.layer.digest.clone(),
-                w.layer.size,
-            )
-        })
-        .collect();
-    for (d, w) in new_descs.iter().zip(&written) {
-        layers.push((d.clone(), Origin::File(w.layer.path.to_path_buf())));
+    let base_descs = base_descriptors(&a, docker);
+
+    // The base's blobs go up while the new layers are written, and each new layer
+    // is read back and uploaded as soon as it is written. Blobs are harmless
+    // without a manifest: nothing is tagged before verification and the gates.
+    let phase = std::time::Instant::now();
+    let (produced, base_outcomes) = std::thread::scope(|s| {
+        let base = s.spawn(|| copy_blobs(sink.as_ref(), &base_descs, base_src, 2));
+        let produced = write_all(
+            &a,
+            &plan,
+            &spools,
+            work.path(),
+            WriteSettings {
+                compression,
+                level: args.compression_level,
+                jobs: args.read.jobs,
+                docker,
+                verify: !args.no_verify,
+            },
+            sink.as_ref(),
+        );
+        (produced, base.join().expect("blob transfers do not panic"))
+    });
+    let produced = produced?;
+    let mut outcomes = base_outcomes?;
+    ui::trace(|| {
+        format!(
+            "wrote, read back and pushed {} new layers in {:.2}s",
+            produced.len(),
+            phase.elapsed().as_secs_f64()
+        )
+    });
+    let mut written = Vec::new();
+    let mut back = Vec::new();
+    for p in produced {
+        outcomes.push(p.outcome);
+        if let Some(l) = p.read_back {
+            back.push((format!("new {} layer", p.written.class.as_str()), l));
+        }
+        written.push(p.written);
     }
+    if !args.no_verify {
+        let phase = std::time::Instant::now();
+        compare_with_source(&a, &plan, back)?;
+        ui::trace(|| format!("verified in {:.2}s", phase.elapsed().as_secs_f64()));
+    }
+
+    let mut descs = base_descs.clone();
+    descs.extend(written.iter().map(|w| {
+        Descriptor::new(
+            w.layer.media_type(docker),
+            w.layer.digest.clone(),
+            w.layer.size,
+        )
+    }));
     let config = rewrite_config(&a, &written)?;
     let config: Arc<[u8]> = config.into();
     let config_desc = Descriptor::new(
@@ -167,7 +203,6 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         annotations.insert(BASE_DIGEST.into(), json!(b.digest.to_string()));
         annotations.insert(BASE_NAME.into(), json!(b.image));
     }
-    let descs: Vec<Descriptor> = layers.iter().map(|(d, _)| d.clone()).collect();
     let out_manifest = manifest(docker, &config_desc, &descs, Some(&annotations));
 
     section.new_layers = layer_rows(&a, &descs, &written);
@@ -177,23 +212,12 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     thresholds(args, &report).inspect_err(|_| {
         let _ = emit(&report, args.format, args.report.as_deref(), false);
     })?;
-
-    let sink = transport::open_sink(&dst, &topts)?;
-    let pairs: Vec<(Descriptor, &Written)> = new_descs.iter().cloned().zip(&written).collect();
-    let mut jobs: Vec<(Descriptor, Origin)> = layers;
-    jobs.push((config_desc.clone(), Origin::Bytes(config.clone())));
-    let outcomes = std::thread::scope(|s| -> Result<Vec<BlobOutcome>> {
-        let verifier = (!args.no_verify).then(|| s.spawn(|| verify(&a, &plan, &pairs)));
-        let outcomes = push_blobs(sink.as_ref(), &jobs, args.read.jobs.max(2))?;
-        if let Some(v) = verifier {
-            v.join().expect("verification does not panic")?;
-        }
-        Ok(outcomes)
-    })?;
+    outcomes.push(sink.put_blob(&config_desc, &config as &dyn BlobContent)?);
     sink.put_manifest(&out_manifest)?;
+    let jobs: Vec<&Descriptor> = descs.iter().chain(std::iter::once(&config_desc)).collect();
 
     let mut push = PushStats::default();
-    for ((d, _), o) in jobs.iter().zip(&outcomes) {
+    for (d, o) in jobs.iter().zip(&outcomes) {
         if *o == BlobOutcome::Uploaded {
             push.uploaded_bytes += d.size;
             push.uploaded_blobs += 1;
@@ -305,26 +329,73 @@ fn spools(
     Ok(Spools { files })
 }
 
+#[derive(Clone, Copy)]
+struct WriteSettings {
+    compression: Compression,
+    level: Option<i32>,
+    jobs: usize,
+    docker: bool,
+    verify: bool,
+}
+
+/// One new layer: written, read back (when verifying), and stored in the sink.
+struct Produced {
+    written: Written,
+    read_back: Option<LayerListing>,
+    outcome: BlobOutcome,
+}
+
+/// Write the new layers (several at once); read each back as soon as it is
+/// written and hand it to the sink.
 fn write_all(
     a: &Analysis,
     plan: &Plan,
     spools: &Spools,
     work: &std::path::Path,
-    c: Compression,
-    level: Option<i32>,
-    jobs: usize,
-) -> Result<Vec<Written>> {
+    w: WriteSettings,
+    sink: &dyn Sink,
+) -> Result<Vec<Produced>> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<Written>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Result<Produced>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, plan.layers.len().max(1)) {
+        for _ in 0..w.jobs.clamp(1, plan.layers.len().max(1)) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(class) = plan.layers.get(i) else {
                         break;
                     };
-                    let r = write_layer(a, plan, *class, spools, work, c, level);
+                    let r = write_layer(
+                        a,
+                        plan,
+                        *class,
+                        spools,
+                        work,
+                        Encoding {
+                            compression: w.compression,
+                            level: w.level,
+                            threads: w.jobs,
+                        },
+                    )
+                    .and_then(|written| {
+                        let desc = Descriptor::new(
+                            written.layer.media_type(w.docker),
+                            written.layer.digest.clone(),
+                            written.layer.size,
+                        );
+                        let read_back = if w.verify {
+                            Some(read_back(&desc, &written)?)
+                        } else {
+                            None
+                        };
+                        let path = written.layer.path.to_path_buf();
+                        let outcome = sink.put_blob(&desc, &path as &dyn BlobContent)?;
+                        Ok(Produced {
+                            written,
+                            read_back,
+                            outcome,
+                        })
+                    });
                     results.lock().expect("not poisoned").push((i, r));
                 }
             });
@@ -614,27 +685,22 @@ fn thresholds(args: &OptimizeArgs, r: &Report) -> Result<()> {
     }
 }
 
-/// Push blobs with bounded concurrency; outcomes in input order.
-fn push_blobs(
+/// Copy blobs (the base's) from `from` with bounded concurrency; outcomes in order.
+fn copy_blobs(
     sink: &dyn Sink,
-    jobs: &[(Descriptor, Origin)],
+    descs: &[Descriptor],
+    from: &dyn Source,
     parallel: usize,
 ) -> Result<Vec<BlobOutcome>> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Result<BlobOutcome>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..parallel.clamp(1, jobs.len().max(1)) {
+        for _ in 0..parallel.clamp(1, descs.len().max(1)) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((d, origin)) = jobs.get(i) else {
-                        break;
-                    };
-                    let r = match origin {
-                        Origin::Copy(src) => sink.copy_blob(d, *src),
-                        Origin::File(p) => sink.put_blob(d, p as &dyn BlobContent),
-                        Origin::Bytes(b) => sink.put_blob(d, b as &dyn BlobContent),
-                    };
+                    let Some(d) = descs.get(i) else { break };
+                    let r = sink.copy_blob(d, from);
                     results.lock().expect("not poisoned").push((i, r));
                 }
             });

@@ -27,7 +27,9 @@ pub struct Content {
     pub size: u64,
     /// Offset of the data in the layer's uncompressed stream.
     pub data_offset: u64,
-    pub hash: Option<[u8; 32]>,
+    /// xxh3-128 of the data (identity for verification, not for security:
+    /// the layer digests and diff_ids carry the cryptographic checks).
+    pub hash: Option<u128>,
     pub sparse: bool,
     /// What last happened to a path holding this version.
     last_loss: Option<Loss>,

@@ -55,8 +55,8 @@ pub struct Entry {
     pub size: u64,
     /// Offset of the file data in the uncompressed layer stream.
     pub data_offset: u64,
-    /// sha256 of the file data, when the reader was asked to hash contents.
-    pub content_hash: Option<[u8; 32]>,
+    /// xxh3-128 of the file data, when the reader was asked to hash contents.
+    pub content_hash: Option<u128>,
     /// Contents of small metadata files the analysis reads (dist-info RECORD, package.json).
     pub captured: Option<Box<[u8]>>,
     /// GNU/PAX sparse files: data is not contiguous in the stream.

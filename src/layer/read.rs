@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::mpsc;
 
 use indicatif::ProgressBar;
 use tar::EntryType;
@@ -11,7 +12,7 @@ use super::compression::{decoder, sniff};
 use super::entry::{
     Entry, EntryKind, Meta, WHITEOUT_PREFIX, basename, normalize_path, whiteout_target,
 };
-use crate::digest::{Digest, Hasher, VerifyingReader};
+use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result, from_io, to_io};
 use crate::image::{Compression, Descriptor};
 
@@ -20,7 +21,7 @@ pub const CAPTURE_MAX: u64 = 1 << 20;
 
 #[derive(Clone)]
 pub struct ReadOptions {
-    /// sha256 every file's content (needed to verify a rewrite).
+    /// Hash every file's content (xxh3-128; needed to verify a rewrite).
     pub hash_contents: bool,
     /// Keep a copy of the uncompressed layer in this directory (for rewriting).
     pub spool_dir: Option<std::path::PathBuf>,
@@ -229,44 +230,41 @@ pub fn read_layer_from(
         None => (None, None),
     };
 
-    let mut entries = Vec::new();
-    let uncompressed_size;
-    {
-        let dec = decoder(&mut compressed, declared).map_err(|e| from_io(what, e))?;
-        let verified = VerifyingReader::new(
-            dec,
-            Some((diff_id.clone(), None)),
-            format!("{what}: uncompressed content (diff_id)"),
-        );
-        let limited = Limit {
-            inner: verified,
-            count: 0,
-            max: opts.max_layer_bytes,
-            what: what.to_string(),
-        };
-        let tee = Tee {
-            inner: limited,
-            out: spool_file,
-        };
-        let mut archive = tar::Archive::new(tee);
-        for raw_entry in archive.entries().map_err(|e| from_io(what, e))? {
-            let mut e = raw_entry.map_err(|e| from_io(format!("{what}: reading tar"), e))?;
-            if let Some(entry) = convert(&mut e, opts, what)? {
-                entries.push(entry);
+    // Three stages per layer, on their own threads, so one big layer uses both
+    // cores: (1) read and hash the blob, (2) decompress, (3) hash, spool and parse
+    // the tar stream. Errors (a digest mismatch) travel down the pipe in order.
+    let (raw_tx, raw_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+    let (tar_tx, tar_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+    let (parsed, compressed_size) = std::thread::scope(|s| {
+        let reader = s.spawn(move || -> u64 {
+            let mut compressed = compressed;
+            pump(&mut compressed, &raw_tx);
+            compressed.get_ref().bytes_read()
+        });
+        s.spawn(move || {
+            let mut raw = BufReader::with_capacity(CHUNK, ChannelReader::new(raw_rx));
+            let result = decoder(&mut raw, declared).map(|mut dec| {
+                pump(&mut dec, &tar_tx);
+            });
+            match result {
+                // Whatever follows the compressed stream must still be read for the digest.
+                Ok(()) => {
+                    if let Err(e) = io::copy(&mut raw, &mut io::sink()) {
+                        let _ = tar_tx.send(Err(e));
+                    }
+                }
+                Err(e) => {
+                    let _ = tar_tx.send(Err(e));
+                }
             }
-        }
-        // The tar reader stops at the end-of-archive marker; the padding after it is
-        // part of the diff_id, so hash to EOF.
-        let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink()).map_err(|e| from_io(what, e))?;
-        uncompressed_size = rest.inner.count;
-        if let Some(mut f) = rest.out.take() {
-            f.flush().with_ctx(|| format!("{what}: writing spool"))?;
-        }
-    }
-    // Likewise the compressed stream: read it to the end so its digest is checked.
-    io::copy(&mut compressed, &mut io::sink()).map_err(|e| from_io(what, e))?;
-    let compressed_size = compressed.get_ref().bytes_read();
+        });
+        let parsed = parse(ChannelReader::new(tar_rx), diff_id, spool_file, opts, what);
+        (
+            parsed,
+            reader.join().expect("the reading thread does not panic"),
+        )
+    });
+    let (entries, uncompressed_size) = parsed?;
     Ok(LayerListing {
         digest: desc.digest.clone(),
         diff_id: diff_id.clone(),
@@ -276,6 +274,119 @@ pub fn read_layer_from(
         entries,
         spool: spool_path,
     })
+}
+
+const CHUNK: usize = 256 * 1024;
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Send everything `r` yields down `tx` in chunks, then its error if it fails.
+/// Stops quietly when the receiver is gone (its own error is the one to report).
+fn pump(r: &mut impl Read, tx: &mpsc::SyncSender<io::Result<Vec<u8>>>) {
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        match read_full(r, &mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.send(Ok(buf)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// The receiving end of a pipeline stage, as a reader.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+        ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Hash, spool and parse the uncompressed tar stream.
+fn parse(
+    input: ChannelReader,
+    diff_id: &Digest,
+    spool: Option<BufWriter<File>>,
+    opts: &ReadOptions,
+    what: &str,
+) -> Result<(Vec<Entry>, u64)> {
+    let verified = VerifyingReader::new(
+        input,
+        Some((diff_id.clone(), None)),
+        format!("{what}: uncompressed content (diff_id)"),
+    );
+    let limited = Limit {
+        inner: verified,
+        count: 0,
+        max: opts.max_layer_bytes,
+        what: what.to_string(),
+    };
+    let tee = Tee {
+        inner: limited,
+        out: spool,
+    };
+    let mut archive = tar::Archive::new(tee);
+    let mut entries = Vec::new();
+    for raw_entry in archive.entries().map_err(|e| from_io(what, e))? {
+        let mut e = raw_entry.map_err(|e| from_io(format!("{what}: reading tar"), e))?;
+        if let Some(entry) = convert(&mut e, opts, what)? {
+            entries.push(entry);
+        }
+    }
+    // The tar reader stops at the end-of-archive marker; the padding after it is
+    // part of the diff_id, so hash to EOF.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| from_io(what, e))?;
+    if let Some(mut f) = rest.out.take() {
+        f.flush().with_ctx(|| format!("{what}: writing spool"))?;
+    }
+    Ok((entries, rest.inner.count))
 }
 
 /// Turn one tar entry into an [`Entry`], or `None` for entries that carry no file
@@ -389,7 +500,7 @@ fn convert(e: &mut tar::Entry<impl Read>, opts: &ReadOptions, what: &str) -> Res
     if kind == EntryKind::File {
         let capture = size <= CAPTURE_MAX && (opts.capture)(&path);
         if capture || opts.hash_contents {
-            let mut hasher = Hasher::new();
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut keep = Vec::new();
             let mut buf = [0u8; 64 * 1024];
             loop {
@@ -407,7 +518,7 @@ fn convert(e: &mut tar::Entry<impl Read>, opts: &ReadOptions, what: &str) -> Res
                 }
             }
             if opts.hash_contents {
-                content_hash = Some(hasher.finish_bytes());
+                content_hash = Some(hasher.digest128());
             }
             if capture {
                 captured = Some(keep.into_boxed_slice());

@@ -32,7 +32,7 @@ pub enum WriteKind<'a> {
 
 enum Compressor {
     None(HashingWriter<BufWriter<File>>),
-    Gzip(flate2::write::GzEncoder<HashingWriter<BufWriter<File>>>),
+    Gzip(super::pgzip::ParallelGzip<HashingWriter<BufWriter<File>>>),
     Zstd(zstd::stream::write::Encoder<'static, HashingWriter<BufWriter<File>>>),
 }
 
@@ -138,6 +138,16 @@ const OCTAL12_MAX: u64 = 0o77777777777;
 
 impl LayerWriter {
     pub fn create(dir: &Path, compression: Compression, level: Option<i32>) -> Result<LayerWriter> {
+        Self::create_with_threads(dir, compression, level, 1)
+    }
+
+    /// `threads` compress at once; the output is the same for any number.
+    pub fn create_with_threads(
+        dir: &Path,
+        compression: Compression,
+        level: Option<i32>,
+        threads: usize,
+    ) -> Result<LayerWriter> {
         let tmp = tempfile::Builder::new()
             .prefix("out-")
             .tempfile_in(dir)
@@ -146,11 +156,10 @@ impl LayerWriter {
         let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let comp = match compression {
             Compression::None => Compressor::None(sink),
-            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
+            Compression::Gzip => Compressor::Gzip(super::pgzip::ParallelGzip::new(
                 sink,
-                flate2::Compression::new(
-                    level.map_or(DEFAULT_GZIP_LEVEL, |l| l.clamp(0, 9) as u32),
-                ),
+                level.map_or(DEFAULT_GZIP_LEVEL, |l| l.clamp(0, 9) as u32),
+                threads,
             )),
             Compression::Zstd => {
                 let mut enc =

@@ -4,6 +4,7 @@
 
 pub mod image;
 pub mod layer;
+pub mod pgzip;
 pub mod rewrite;
 
 pub use layer::{LayerWriter, WriteKind, WrittenLayer};

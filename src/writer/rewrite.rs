@@ -54,16 +54,23 @@ pub struct Written {
     pub whiteouts: u64,
 }
 
+/// How new layers are compressed: `threads` compress at once (same output for any number).
+#[derive(Clone, Copy, Debug)]
+pub struct Encoding {
+    pub compression: Compression,
+    pub level: Option<i32>,
+    pub threads: usize,
+}
+
 pub fn write_layer(
     a: &Analysis,
     plan: &Plan,
     class: Class,
     spools: &Spools,
     tmp: &Path,
-    compression: Compression,
-    level: Option<i32>,
+    enc: Encoding,
 ) -> Result<Written> {
-    let mut w = LayerWriter::create(tmp, compression, level)?;
+    let mut w = LayerWriter::create_with_threads(tmp, enc.compression, enc.level, enc.threads)?;
     let mut emitted: HashSet<String> = HashSet::new();
     let mut hardlink_copy_bytes = 0;
     let mut whiteouts = 0;
