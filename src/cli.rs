@@ -123,6 +123,9 @@ pub struct ReadArgs {
     /// Refuse a layer that decompresses to more than this many bytes.
     #[arg(long, default_value_t = 32 << 30, value_name = "BYTES")]
     pub max_layer_size: u64,
+    /// Refuse an image with more tar entries than this in all its layers (memory grows with entries).
+    #[arg(long, default_value_t = 2_000_000, value_name = "N")]
+    pub max_entries: usize,
     /// Refuse an image whose layers decompress to more than this many bytes in total.
     #[arg(long, default_value_t = 64 << 30, value_name = "BYTES")]
     pub max_image_size: u64,

@@ -132,6 +132,7 @@ fn read_all(
     let mut listings: Vec<LayerListing> = Vec::with_capacity(n);
     let mut base_index = FsIndex::new();
     let total_uncompressed = AtomicUsize::new(0);
+    let mut total_entries = 0usize;
 
     let result = std::thread::scope(|s| -> Result<()> {
         for _ in 0..jobs.min(n.max(1)) {
@@ -208,6 +209,16 @@ fn read_all(
                     .fetch_add(listing.uncompressed_size as usize, Ordering::SeqCst)
                     as u64
                     + listing.uncompressed_size;
+                total_entries += listing.entries.len();
+                if total_entries > opts.read.max_entries {
+                    return stop(Error::invalid(
+                        &image.reference,
+                        format!(
+                            "more than {} entries in all layers (raise the limit with --max-entries)",
+                            opts.read.max_entries
+                        ),
+                    ));
+                }
                 if total > opts.max_image_bytes {
                     return stop(Error::invalid(
                         &image.reference,

@@ -30,6 +30,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         jobs: args.read.jobs,
         read: ReadOptions {
             max_layer_bytes: args.read.max_layer_size,
+            max_entries: args.read.max_entries,
             ..ReadOptions::default()
         },
         spool_dir: None,

@@ -56,6 +56,7 @@ pub fn run(args: &AuditArgs) -> Result<()> {
             jobs: args.read.jobs,
             read: ReadOptions {
                 max_layer_bytes: args.read.max_layer_size,
+                max_entries: args.read.max_entries,
                 ..ReadOptions::default()
             },
             spool_dir: None,

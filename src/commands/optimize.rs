@@ -89,6 +89,7 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         read: ReadOptions {
             hash_contents: true,
             max_layer_bytes: args.read.max_layer_size,
+            max_entries: args.read.max_entries,
             ..ReadOptions::default()
         },
         spool_dir: Some(work.path().to_path_buf()),

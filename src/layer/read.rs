@@ -1,8 +1,10 @@
 //! The streaming layer reader.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::mpsc;
 
 use indicatif::ProgressBar;
@@ -29,6 +31,8 @@ pub struct ReadOptions {
     pub capture: fn(&str) -> bool,
     /// Refuse a layer that decompresses to more than this (decompression bombs).
     pub max_layer_bytes: u64,
+    /// Refuse a layer with more entries than this (memory grows with entries).
+    pub max_entries: usize,
     pub progress: Option<ProgressBar>,
 }
 
@@ -39,6 +43,7 @@ impl Default for ReadOptions {
             spool_dir: None,
             capture: |_| false,
             max_layer_bytes: 32 << 30,
+            max_entries: 2_000_000,
             progress: None,
         }
     }
@@ -55,6 +60,34 @@ pub struct LayerListing {
     pub entries: Vec<Entry>,
     /// The uncompressed tar, when spooling was asked for.
     pub spool: Option<tempfile::TempPath>,
+}
+
+/// How many bytes the tar reader may consume between two entries: headers plus
+/// GNU long-name and PAX records, which it holds in memory whole. Real ones are a
+/// few KiB; a hostile layer could declare gigabytes.
+pub const HEADER_BUDGET: u64 = 1 << 20;
+
+struct HeaderGuard<R> {
+    inner: R,
+    budget: Rc<Cell<u64>>,
+    what: String,
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let left = self.budget.get();
+        if (n as u64) > left {
+            return Err(to_io(Error::invalid(
+                &self.what,
+                format!(
+                    "hostile tar entry: a header or extension record (long name, PAX) of more than {HEADER_BUDGET} bytes"
+                ),
+            )));
+        }
+        self.budget.set(left - n as u64);
+        Ok(n)
+    }
 }
 
 /// Counts bytes, reports progress, and stops a decompression bomb.
@@ -371,22 +404,49 @@ fn parse(
         inner: limited,
         out: spool,
     };
-    let mut archive = tar::Archive::new(tee);
+    let budget = Rc::new(Cell::new(HEADER_BUDGET));
+    let guard = HeaderGuard {
+        inner: tee,
+        budget: budget.clone(),
+        what: what.to_string(),
+    };
+    let mut archive = tar::Archive::new(guard);
     let mut entries = Vec::new();
-    for raw_entry in archive.entries().map_err(|e| from_io(what, e))? {
-        let mut e = raw_entry.map_err(|e| from_io(format!("{what}: reading tar"), e))?;
-        if let Some(entry) = convert(&mut e, opts, what)? {
-            entries.push(entry);
+    {
+        let mut iter = archive.entries().map_err(|e| from_io(what, e))?;
+        loop {
+            // Between entries the tar reader only reads headers and extension records
+            // (long names, PAX), which it keeps in memory: bound them.
+            budget.set(HEADER_BUDGET);
+            let Some(raw_entry) = iter.next() else { break };
+            budget.set(u64::MAX);
+            let mut e = raw_entry.map_err(|e| from_io(format!("{what}: reading tar"), e))?;
+            if let Some(entry) = convert(&mut e, opts, what)? {
+                if entries.len() >= opts.max_entries {
+                    return Err(Error::invalid(
+                        what,
+                        format!(
+                            "more than {} entries in one layer (raise the limit with --max-entries)",
+                            opts.max_entries
+                        ),
+                    ));
+                }
+                entries.push(entry);
+            }
+            // Read what is left of the entry here, outside the header budget.
+            io::copy(&mut e, &mut io::sink()).map_err(|err| from_io(what, err))?;
         }
     }
     // The tar reader stops at the end-of-archive marker; the padding after it is
     // part of the diff_id, so hash to EOF.
+    budget.set(u64::MAX);
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| from_io(what, e))?;
-    if let Some(mut f) = rest.out.take() {
+    let mut tee = rest.inner;
+    if let Some(mut f) = tee.out.take() {
         f.flush().with_ctx(|| format!("{what}: writing spool"))?;
     }
-    Ok((entries, rest.inner.count))
+    Ok((entries, tee.inner.count))
 }
 
 /// Turn one tar entry into an [`Entry`], or `None` for entries that carry no file

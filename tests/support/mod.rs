@@ -421,3 +421,62 @@ pub fn invoke_handler(rootfs: &Path, handler: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Write an image whose layers are the given raw tar streams (gzip-compressed),
+/// for hostile and malformed inputs our own writer would never produce.
+pub fn raw_image(layout: &Path, tag: &str, tars: &[Vec<u8>]) {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = coldpress::example::ImageSpec {
+        docker: false,
+        layers: Vec::new(),
+        env: vec![],
+        entrypoint: vec![],
+        cmd: vec![],
+        architecture: "amd64".into(),
+    };
+    for raw in tars {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(raw).unwrap();
+        let blob = e.finish().unwrap();
+        let f = tempfile::Builder::new().tempfile_in(tmp.path()).unwrap();
+        let (mut file, path) = f.into_parts();
+        file.write_all(&blob).unwrap();
+        spec.add(
+            coldpress::writer::WrittenLayer {
+                path,
+                digest: coldpress::digest::Digest::of(&blob),
+                diff_id: coldpress::digest::Digest::of(raw),
+                size: blob.len() as u64,
+                uncompressed_size: raw.len() as u64,
+                compression: coldpress::image::Compression::Gzip,
+                entries: 0,
+            },
+            "raw",
+        );
+    }
+    spec.write(
+        &coldpress::transport::oci_layout::OciLayoutSink::create(layout, Some(tag)).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A tar header with every numeric field set, for hand-made tars.
+pub fn header(kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
+}
+
+/// Set a header's name bytes directly (no validation), and its checksum.
+pub fn set_raw_name(h: &mut tar::Header, name: &[u8]) {
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.name.fill(0);
+    gnu.name[..name.len()].copy_from_slice(name);
+    h.set_cksum();
+}

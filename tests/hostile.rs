@@ -1,0 +1,240 @@
+//! Hostile layers: each gets one clear error naming the cause, exit code 1, nothing
+//! written outside coldpress's own temporary directories, and bounded memory.
+
+mod support;
+
+use support::{Env, header, raw_image, set_raw_name};
+use tar::EntryType;
+
+fn tar_of(entries: &[(tar::Header, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (h, data) in entries {
+        b.append(h, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn file(name: &[u8], data: &[u8]) -> (tar::Header, Vec<u8>) {
+    let mut h = header(EntryType::Regular, data.len() as u64);
+    set_raw_name(&mut h, name);
+    (h, data.to_vec())
+}
+
+fn link(kind: EntryType, name: &[u8], target: &[u8]) -> (tar::Header, Vec<u8>) {
+    let mut h = header(kind, 0);
+    h.as_gnu_mut().unwrap().linkname[..target.len()].copy_from_slice(target);
+    set_raw_name(&mut h, name);
+    (h, Vec::new())
+}
+
+/// A PAX or GNU long-name record of `size` bytes before a regular file.
+fn extension(kind: EntryType, size: usize) -> Vec<(tar::Header, Vec<u8>)> {
+    let mut data = vec![b'a'; size];
+    if kind == EntryType::XHeader {
+        // A syntactically valid record as long as asked: "<len> comment=aaa…\n".
+        let rec = format!("{size:010} comment=");
+        data[..rec.len()].copy_from_slice(rec.as_bytes());
+        data[size - 1] = b'\n';
+    }
+    let mut h = header(kind, size as u64);
+    set_raw_name(&mut h, b"././@LongLink");
+    vec![(h, data), file(b"after", b"x")]
+}
+
+struct Case {
+    name: &'static str,
+    layers: Vec<Vec<u8>>,
+    args: &'static [&'static str],
+    expect: &'static str,
+}
+
+#[test]
+fn hostile_layers_are_refused_with_a_clear_error() {
+    // 64 MiB of zeros: a few tens of KiB compressed.
+    let mut bomb = Vec::new();
+    {
+        let mut h = header(EntryType::Regular, 64 << 20);
+        set_raw_name(&mut h, b"bomb");
+        let mut b = tar::Builder::new(&mut bomb);
+        b.append(&h, std::io::Read::take(std::io::repeat(0), 64 << 20))
+            .unwrap();
+        b.finish().unwrap();
+    }
+    let many: Vec<(tar::Header, Vec<u8>)> = (0..3000)
+        .map(|i| file(format!("f{i}").as_bytes(), b""))
+        .collect();
+    let cases = vec![
+        Case {
+            name: "../ in a path",
+            layers: vec![tar_of(&[file(b"../../etc/evil", b"x")])],
+            args: &[],
+            expect: "climbs out of the root",
+        },
+        Case {
+            name: "absolute path",
+            layers: vec![tar_of(&[file(b"/etc/passwd", b"x")])],
+            args: &[],
+            expect: "absolute path",
+        },
+        Case {
+            name: "entry through a symlink",
+            layers: vec![
+                tar_of(&[link(EntryType::Symlink, b"etc", b"/tmp")]),
+                tar_of(&[file(b"etc/passwd", b"x")]),
+            ],
+            args: &[],
+            expect: "goes through the symlink",
+        },
+        Case {
+            name: "hard link out of the image",
+            layers: vec![tar_of(&[link(EntryType::Link, b"l", b"../../etc/shadow")])],
+            args: &[],
+            expect: "hard link",
+        },
+        Case {
+            name: "hard link to a missing path",
+            layers: vec![tar_of(&[link(EntryType::Link, b"l", b"not-there")])],
+            args: &[],
+            expect: "does not exist",
+        },
+        Case {
+            name: "name not UTF-8",
+            layers: vec![tar_of(&[file(b"caf\xe9", b"x")])],
+            args: &[],
+            expect: "not valid UTF-8",
+        },
+        Case {
+            name: "huge PAX header",
+            layers: vec![tar_of(&extension(EntryType::XHeader, 64 << 20))],
+            args: &[],
+            expect: "extension record",
+        },
+        Case {
+            name: "huge GNU long name",
+            layers: vec![tar_of(&extension(EntryType::GNULongName, 64 << 20))],
+            args: &[],
+            expect: "extension record",
+        },
+        Case {
+            name: "decompression bomb (layer cap)",
+            layers: vec![bomb.clone()],
+            args: &["--max-layer-size", "10000000"],
+            expect: "per-layer limit",
+        },
+        Case {
+            name: "decompression bomb (image cap)",
+            layers: vec![bomb.clone()],
+            args: &["--max-image-size", "10000000"],
+            expect: "limit",
+        },
+        Case {
+            name: "too many entries",
+            layers: vec![tar_of(&many)],
+            args: &["--max-entries", "1000"],
+            expect: "entries",
+        },
+    ];
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let mut table = String::from("| case | error |\n|---|---|\n");
+    for (i, c) in cases.iter().enumerate() {
+        let tag = format!("case{i}");
+        raw_image(dir.path(), &tag, &c.layers);
+        let reference = format!("oci:{}:{tag}", dir.path().display());
+        for cmd in ["analyze", "optimize"] {
+            let out_ref = format!("oci:{}:out{i}", dir.path().display());
+            let mut args = vec![cmd, &reference];
+            if cmd == "optimize" {
+                args.push(&out_ref);
+            }
+            args.extend_from_slice(&["--offline", "-q"]);
+            args.extend_from_slice(c.args);
+            let out = env
+                .cmd()
+                .current_dir(cwd.path())
+                .args(&args)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{}: {cmd} should fail: {err}",
+                c.name
+            );
+            let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+            assert_eq!(lines.len(), 1, "{}: one error line: {err}", c.name);
+            assert!(
+                lines[0].contains(c.expect),
+                "{} ({cmd}): {}",
+                c.name,
+                lines[0]
+            );
+            assert!(!err.contains("panicked"));
+            if cmd == "analyze" {
+                table.push_str(&format!(
+                    "| {} | `{}` |\n",
+                    c.name,
+                    lines[0].replace(dir.path().to_str().unwrap(), "DIR")
+                ));
+            }
+        }
+    }
+    // Nothing was written where coldpress was run, and no tag was made.
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
+    let index = std::fs::read_to_string(dir.path().join("index.json")).unwrap();
+    assert!(!index.contains("\"out"), "no output was tagged");
+    eprintln!("{table}");
+}
+
+#[test]
+fn devices_fifos_and_link_loops_are_data_not_actions() {
+    let mut dev = header(EntryType::Char, 0);
+    dev.set_device_major(1).unwrap();
+    dev.set_device_minor(3).unwrap();
+    set_raw_name(&mut dev, b"null");
+    let mut fifo = header(EntryType::Fifo, 0);
+    set_raw_name(&mut fifo, b"pipe");
+    let layers = vec![tar_of(&[
+        (dev, Vec::new()),
+        (fifo, Vec::new()),
+        link(EntryType::Symlink, b"a", b"b"),
+        link(EntryType::Symlink, b"b", b"a"),
+        link(EntryType::Symlink, b"up", b"../../../../etc/passwd"),
+    ])];
+    let dir = tempfile::tempdir().unwrap();
+    raw_image(dir.path(), "special", &layers);
+    let env = Env::new();
+    let src = format!("oci:{}:special", dir.path().display());
+    let r = env.json(&[
+        "analyze",
+        &src,
+        "--offline",
+        "--list-files",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    let types: Vec<(&str, &str)> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["type"].as_str().unwrap()))
+        .collect();
+    assert!(
+        types.contains(&("/null", "char"))
+            && types.contains(&("/pipe", "fifo"))
+            && types.contains(&("/a", "symlink")),
+        "{types:?}"
+    );
+    // The rewrite carries them as entries (never creating them on this machine).
+    let out = tempfile::tempdir().unwrap();
+    env.ok(&[
+        "optimize",
+        &src,
+        &format!("oci:{}:x", out.path().display()),
+        "--offline",
+        "-q",
+    ]);
+}
