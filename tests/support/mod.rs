@@ -362,6 +362,7 @@ pub fn write_file(path: &Path, content: &str) {
 }
 pub mod edge;
 pub mod listing;
+pub mod proxy;
 
 /// The realistic Lambda-like fixture (debootstrap'd Debian + python3, real PyPI
 /// packages, a build toolchain left in), built once and cached. Tags: base,

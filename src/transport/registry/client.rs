@@ -610,6 +610,45 @@ impl Client {
         format!("{}/v2/{repo}/{tail}", self.base)
     }
 
+    /// GET a small document whole. A body cut short is retried like a failed
+    /// request (status-level retries happen in `send`).
+    fn get_bytes(
+        &self,
+        url: &str,
+        scopes: &[Scope],
+        accept: Option<&str>,
+        max: u64,
+        what: &str,
+    ) -> Result<(HeaderMap, Vec<u8>)> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let resp = self.send(reqwest::Method::GET, url, scopes, &|r| {
+                Ok(match accept {
+                    Some(a) => r.header(ACCEPT, a),
+                    None => r,
+                })
+            })?;
+            if !resp.status().is_success() {
+                return Err(self.status_error(what, resp));
+            }
+            let headers = resp.headers().clone();
+            match read_capped(resp, max) {
+                Ok(body) => return Ok((headers, body)),
+                Err(e)
+                    if attempt + 1 < self.retry.attempts
+                        && started.elapsed() < self.retry.deadline =>
+                {
+                    ui::trace(|| format!("{what}: {e}; retrying"));
+                    std::thread::sleep(self.backoff(attempt, None));
+                    attempt += 1;
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => return Err(self.err(RegistryErrorKind::Network, format!("{what}: {e}"))),
+            }
+        }
+    }
+
     /// GET a manifest by tag or digest, with its exact bytes.
     pub fn get_manifest(
         &self,
@@ -619,27 +658,21 @@ impl Client {
     ) -> Result<RawManifest> {
         let what = format!("manifest {repo}:{reference}").replace(":sha256:", "@sha256:");
         let url = self.repo_url(repo, &format!("manifests/{reference}"));
-        let resp = self.send(
-            reqwest::Method::GET,
+        let (headers, body) = self.get_bytes(
             &url,
             &[Scope::Pull(repo.into())],
-            &|r| Ok(r.header(ACCEPT, MANIFEST_ACCEPT)),
+            Some(MANIFEST_ACCEPT),
+            MAX_MANIFEST_BYTES + 1,
+            &what,
         )?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(&what, resp));
-        }
-        let declared = resp
-            .headers()
+        let declared = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(MediaType::parse);
-        let header_digest = resp
-            .headers()
+        let header_digest = headers
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<Digest>().ok());
-        let body = read_capped(resp, MAX_MANIFEST_BYTES + 1)
-            .map_err(|e| self.err(RegistryErrorKind::Network, format!("{what}: {e}")))?;
         if body.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(Error::invalid(
                 format!("{}: {what}", self.registry),
@@ -933,18 +966,9 @@ impl Client {
                     format!("{what}: pagination does not end"),
                 ));
             }
-            let resp = self.send(
-                reqwest::Method::GET,
-                &u,
-                std::slice::from_ref(&scope),
-                &|r| Ok(r),
-            )?;
-            if !resp.status().is_success() {
-                return Err(self.status_error(what, resp));
-            }
-            url = next_link(resp.headers(), &self.base);
-            let body = read_capped(resp, 64 << 20)
-                .map_err(|e| self.err(RegistryErrorKind::Network, format!("{what}: {e}")))?;
+            let (headers, body) =
+                self.get_bytes(&u, std::slice::from_ref(&scope), None, 64 << 20, what)?;
+            url = next_link(&headers, &self.base);
             let v: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| self.err(RegistryErrorKind::Protocol, format!("{what}: {e}")))?;
             if let Some(items) = v.get(field).and_then(|x| x.as_array()) {

@@ -1,0 +1,144 @@
+//! Registry faults: with 10% of requests failing (5xx, 429 with Retry-After,
+//! resets, stalls, truncated bodies) between coldpress and a real registry,
+//! optimize and audit still finish and produce the same digests as without faults.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::proxy::{Config, Proxy};
+use support::{Env, Registry, skopeo_copy};
+
+/// Flags that keep a faulty run bounded: stalls are cut after 1 s, retries are plenty.
+const PATIENT: [&str; 6] = [
+    "--timeout",
+    "1",
+    "--connect-timeout",
+    "2",
+    "--retries",
+    "12",
+];
+
+fn setup() -> (Registry, Proxy) {
+    let layout = tempfile::tempdir().unwrap();
+    coldpress::example::write_example(layout.path()).unwrap();
+    let registry = Registry::start();
+    for (tag, to) in [
+        ("base", "lambda/base:1"),
+        ("app", "fn/app:v1"),
+        ("app-v2", "fn/app:v2"),
+        ("app", "other/app:v1"),
+    ] {
+        skopeo_copy(
+            &format!("oci:{}:{tag}", layout.path().display()),
+            &format!("docker://{}/{to}", registry.host),
+            &["--preserve-digests"],
+        );
+    }
+    let proxy = Proxy::start(
+        &registry.host,
+        Config {
+            rate: 0.0,
+            seed: 0,
+            stall: Duration::from_secs(3),
+            delay: Duration::ZERO,
+        },
+    );
+    (registry, proxy)
+}
+
+fn optimize(env: &Env, proxy: &Proxy, dest_repo: &str) -> Value {
+    let p = proxy.host();
+    let (src, dst, base) = (
+        format!("{p}/fn/app:v1"),
+        format!("{p}/{dest_repo}:slim"),
+        format!("{p}/lambda/base:1"),
+    );
+    let mut args = vec![
+        "optimize",
+        &src,
+        &dst,
+        "--offline",
+        "--base-image",
+        &base,
+        "--format",
+        "json",
+        "-q",
+    ];
+    args.extend_from_slice(&PATIENT);
+    env.json(&args)
+}
+
+#[test]
+fn optimize_survives_ten_percent_faults() {
+    let (_registry, proxy) = setup();
+    let reference = optimize(&Env::new(), &proxy, "reference/slim");
+    let digest = reference["destination"]["digest"].clone();
+    let started = Instant::now();
+    let runs = 20;
+    for seed in 1..=runs {
+        proxy.reseed(0.10, seed);
+        let r = optimize(&Env::new(), &proxy, &format!("seed{seed}/slim"));
+        assert_eq!(
+            r["destination"]["digest"], digest,
+            "seed {seed}: a different image"
+        );
+        assert_eq!(r["verified"], true);
+    }
+    let (requests, faults) = (
+        proxy.counters.requests.load(Ordering::Relaxed),
+        proxy.counters.faults.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "optimize: {runs} runs at 10% faults: {faults} faults in {requests} requests, {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(faults >= runs, "faults were injected ({faults})");
+}
+
+#[test]
+fn audit_survives_ten_percent_faults() {
+    let (_registry, proxy) = setup();
+    let audit = |out: &std::path::Path| {
+        let env = Env::new();
+        let base = format!("{}/lambda/base:1", proxy.host());
+        let out_s = out.display().to_string();
+        let host = proxy.host();
+        let mut args = vec![
+            "audit",
+            &host,
+            "--output",
+            &out_s,
+            "--offline",
+            "--base-image",
+            &base,
+            "--tags",
+            "all",
+            "-q",
+        ];
+        args.extend_from_slice(&PATIENT);
+        env.ok(&args);
+        let mut rows = coldpress::audit::read_rows(&out.join("audit.jsonl")).unwrap();
+        for r in &mut rows {
+            r.as_object_mut().unwrap().remove("base_catalog");
+        }
+        rows
+    };
+    let reference = audit(tempfile::tempdir().unwrap().path());
+    assert!(
+        reference.iter().all(|r| r["status"] == "ok") && reference.len() == 4,
+        "{reference:?}"
+    );
+    for seed in 1..=5 {
+        proxy.reseed(0.10, seed);
+        let out = tempfile::tempdir().unwrap();
+        assert_eq!(audit(out.path()), reference, "seed {seed}");
+    }
+    eprintln!(
+        "audit: 5 runs at 10% faults: {} faults in {} requests",
+        proxy.counters.faults.load(Ordering::Relaxed),
+        proxy.counters.requests.load(Ordering::Relaxed)
+    );
+}
