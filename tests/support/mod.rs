@@ -481,3 +481,17 @@ pub fn set_raw_name(h: &mut tar::Header, name: &[u8]) {
     gnu.name[..name.len()].copy_from_slice(name);
     h.set_cksum();
 }
+
+/// A raw HTTP/1.1 request to a loopback registry; returns the status code.
+pub fn http_status(host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut s = TcpStream::connect(host).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}

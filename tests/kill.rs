@@ -1,0 +1,135 @@
+//! SIGKILL at random points during `optimize`: the destination tag never points at
+//! a partial or different image, and the next run finishes, reusing what was
+//! already uploaded.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::proxy::{Config, Proxy};
+use support::{Env, Registry, require, skopeo_copy};
+
+/// The manifest digest the tag points at, or None when the tag does not exist.
+fn tag_digest(reference: &str) -> Option<String> {
+    let out = Command::new(require("skopeo", "skopeo"))
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    if out.status.success() {
+        return Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("manifest unknown") || err.contains("not found"), "unexpected skopeo error: {err}");
+    None
+}
+
+#[test]
+fn killed_pushes_never_leave_a_partial_tag() {
+    let layout = tempfile::tempdir().unwrap();
+    coldpress::example::write_example(layout.path()).unwrap();
+    let registry = Registry::start();
+    for (tag, to) in [("base", "lambda/base:1"), ("app", "fn/app:v1")] {
+        skopeo_copy(&format!("oci:{}:{tag}", layout.path().display()), &format!("docker://{}/{to}", registry.host), &["--preserve-digests"]);
+    }
+    // A little latency per request widens the window in which a push is in flight.
+    let proxy = Proxy::start(
+        &registry.host,
+        Config {
+            rate: 0.0,
+            seed: 0,
+            stall: Duration::ZERO,
+            delay: Duration::from_millis(60),
+        },
+    );
+    let p = proxy.host();
+    let (src, base) = (format!("{p}/fn/app:v1"), format!("{p}/lambda/base:1"));
+    let args = |dst: &str| -> Vec<String> {
+        ["optimize", &src, dst, "--offline", "--base-image", &base, "--format", "json", "-q"].iter().map(|s| s.to_string()).collect()
+    };
+    let env = Env::new();
+    let started = Instant::now();
+    let reference: Value = serde_json::from_str(&env.ok(&args(&format!("{p}/reference/slim:1")).iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
+    let full_run = started.elapsed();
+    let expected = reference["destination"]["digest"].as_str().unwrap().to_string();
+
+    let dst = format!("{p}/fn/app-slim:1");
+    let direct = format!("{}/fn/app-slim:1", registry.host);
+    let new_layers: Vec<String> = reference["new_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"] != "base")
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let present = || new_layers.iter().filter(|d| support::http_status(&registry.host, "HEAD", &format!("/v2/fn/app-slim/blobs/{d}"), &[]) == 200).count();
+    let forget = |tagged: bool| {
+        // Start the next round clean: no tag and none of the new layers (the
+        // registry keeps base blobs, which are mounted from the source anyway).
+        if tagged {
+            let status = support::http_status(&registry.host, "DELETE", &format!("/v2/fn/app-slim/manifests/{expected}"), &[]);
+            assert_eq!(status, 202, "deleting the manifest");
+        }
+        for d in &new_layers {
+            support::http_status(&registry.host, "DELETE", &format!("/v2/fn/app-slim/blobs/{d}"), &[]);
+        }
+    };
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut random_kill = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = Duration::from_millis(x % (full_run.as_millis() as u64 + 1));
+        let mut child = env.cmd().args(args(&dst)).stdout(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        match tag_digest(&direct) {
+            None => (false, present()),
+            Some(d) => {
+                assert_eq!(d, expected, "the tag points at a different image");
+                // And the image is whole: every blob can be pulled.
+                let pulled = tempfile::tempdir().unwrap();
+                skopeo_copy(&format!("docker://{direct}"), &format!("oci:{}:x", pulled.path().display()), &[]);
+                (true, new_layers.len())
+            }
+        }
+    };
+    let (mut untagged, mut tagged, mut mid_push) = (0, 0, 0);
+    for _ in 0..20 {
+        let (is_tagged, uploaded) = random_kill();
+        if is_tagged {
+            tagged += 1;
+        } else {
+            untagged += 1;
+            if uploaded > 0 {
+                mid_push += 1;
+            }
+        }
+        forget(is_tagged);
+    }
+    // Kill once more while the push is under way, then let a run finish.
+    let mut reusable = 0;
+    for _ in 0..30 {
+        let (is_tagged, uploaded) = random_kill();
+        if !is_tagged && uploaded > 0 {
+            reusable = uploaded;
+            break;
+        }
+        forget(is_tagged);
+    }
+    assert!(reusable > 0, "no kill landed while layers were being uploaded");
+    // The next run completes, reusing the blobs the killed runs uploaded.
+    let after: Value = serde_json::from_str(&env.ok(&args(&dst).iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
+    assert_eq!(after["destination"]["digest"].as_str().unwrap(), expected);
+    let reused = after["push"]["reused_blobs"].as_u64().unwrap();
+    let base_layers = reference["base"]["layers"].as_u64().unwrap();
+    assert!(reused >= base_layers + reusable as u64, "the uploaded layers are reused: {}", after["push"]);
+    eprintln!(
+        "20 kills within {:.2}s runs: {untagged} left no tag ({mid_push} of them after new layers were uploaded), {tagged} had completed; after a kill with {reusable} new layers up, the next run reused {reused} blobs and uploaded {}",
+        full_run.as_secs_f64(),
+        after["push"]["uploaded_blobs"]
+    );
+}
