@@ -29,6 +29,10 @@ pub struct Global {
     /// Print nothing on stderr but errors (no progress, no warnings).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Give up after this many seconds in total (exit 1). Blobs may be left in the
+    /// destination, but a tag is only ever set by the final, atomic manifest write.
+    #[arg(long, global = true, value_name = "SECS")]
+    pub deadline: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -7,6 +7,13 @@ use coldpress::{commands, ui};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     ui::init(cli.global.verbose, cli.global.quiet);
+    if let Some(secs) = cli.global.deadline {
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            eprintln!("error: the --deadline of {secs} s passed; stopping");
+            std::process::exit(1);
+        });
+    }
     let result = match &cli.command {
         Command::Analyze(a) => commands::analyze::run(a),
         Command::Optimize(o) => commands::optimize::run(o),

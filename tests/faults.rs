@@ -142,3 +142,30 @@ fn audit_survives_ten_percent_faults() {
         proxy.counters.requests.load(Ordering::Relaxed)
     );
 }
+
+#[test]
+fn a_registry_that_always_fails_ends_in_bounded_time() {
+    let (_registry, proxy) = setup();
+    // Every request fails (stalls, resets, 5xx, 429): retries back off, the
+    // per-request timeout cuts stalls, and --deadline bounds the whole run.
+    proxy.reseed(1.0, 3);
+    let env = Env::new();
+    let started = Instant::now();
+    let out = env.run(&[
+        "analyze",
+        &format!("{}/fn/app:v1", proxy.host()),
+        "--offline",
+        "--timeout",
+        "1",
+        "--deadline",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().any(|l| l.starts_with("error:")), "{err}");
+}

@@ -22,7 +22,10 @@ fn tag_digest(reference: &str) -> Option<String> {
         return Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("manifest unknown") || err.contains("not found"), "unexpected skopeo error: {err}");
+    assert!(
+        err.contains("manifest unknown") || err.contains("not found"),
+        "unexpected skopeo error: {err}"
+    );
     None
 }
 
@@ -32,7 +35,11 @@ fn killed_pushes_never_leave_a_partial_tag() {
     coldpress::example::write_example(layout.path()).unwrap();
     let registry = Registry::start();
     for (tag, to) in [("base", "lambda/base:1"), ("app", "fn/app:v1")] {
-        skopeo_copy(&format!("oci:{}:{tag}", layout.path().display()), &format!("docker://{}/{to}", registry.host), &["--preserve-digests"]);
+        skopeo_copy(
+            &format!("oci:{}:{tag}", layout.path().display()),
+            &format!("docker://{}/{to}", registry.host),
+            &["--preserve-digests"],
+        );
     }
     // A little latency per request widens the window in which a push is in flight.
     let proxy = Proxy::start(
@@ -47,13 +54,35 @@ fn killed_pushes_never_leave_a_partial_tag() {
     let p = proxy.host();
     let (src, base) = (format!("{p}/fn/app:v1"), format!("{p}/lambda/base:1"));
     let args = |dst: &str| -> Vec<String> {
-        ["optimize", &src, dst, "--offline", "--base-image", &base, "--format", "json", "-q"].iter().map(|s| s.to_string()).collect()
+        [
+            "optimize",
+            &src,
+            dst,
+            "--offline",
+            "--base-image",
+            &base,
+            "--format",
+            "json",
+            "-q",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let env = Env::new();
     let started = Instant::now();
-    let reference: Value = serde_json::from_str(&env.ok(&args(&format!("{p}/reference/slim:1")).iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
+    let reference: Value = serde_json::from_str(
+        &env.ok(&args(&format!("{p}/reference/slim:1"))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()),
+    )
+    .unwrap();
     let full_run = started.elapsed();
-    let expected = reference["destination"]["digest"].as_str().unwrap().to_string();
+    let expected = reference["destination"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let dst = format!("{p}/fn/app-slim:1");
     let direct = format!("{}/fn/app-slim:1", registry.host);
@@ -64,16 +93,38 @@ fn killed_pushes_never_leave_a_partial_tag() {
         .filter(|l| l["role"] != "base")
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect();
-    let present = || new_layers.iter().filter(|d| support::http_status(&registry.host, "HEAD", &format!("/v2/fn/app-slim/blobs/{d}"), &[]) == 200).count();
+    let present = || {
+        new_layers
+            .iter()
+            .filter(|d| {
+                support::http_status(
+                    &registry.host,
+                    "HEAD",
+                    &format!("/v2/fn/app-slim/blobs/{d}"),
+                    &[],
+                ) == 200
+            })
+            .count()
+    };
     let forget = |tagged: bool| {
         // Start the next round clean: no tag and none of the new layers (the
         // registry keeps base blobs, which are mounted from the source anyway).
         if tagged {
-            let status = support::http_status(&registry.host, "DELETE", &format!("/v2/fn/app-slim/manifests/{expected}"), &[]);
+            let status = support::http_status(
+                &registry.host,
+                "DELETE",
+                &format!("/v2/fn/app-slim/manifests/{expected}"),
+                &[],
+            );
             assert_eq!(status, 202, "deleting the manifest");
         }
         for d in &new_layers {
-            support::http_status(&registry.host, "DELETE", &format!("/v2/fn/app-slim/blobs/{d}"), &[]);
+            support::http_status(
+                &registry.host,
+                "DELETE",
+                &format!("/v2/fn/app-slim/blobs/{d}"),
+                &[],
+            );
         }
     };
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
@@ -82,7 +133,12 @@ fn killed_pushes_never_leave_a_partial_tag() {
         x ^= x >> 7;
         x ^= x << 17;
         let at = Duration::from_millis(x % (full_run.as_millis() as u64 + 1));
-        let mut child = env.cmd().args(args(&dst)).stdout(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = env
+            .cmd()
+            .args(args(&dst))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(at);
         let _ = child.kill(); // SIGKILL
         child.wait().unwrap();
@@ -92,7 +148,11 @@ fn killed_pushes_never_leave_a_partial_tag() {
                 assert_eq!(d, expected, "the tag points at a different image");
                 // And the image is whole: every blob can be pulled.
                 let pulled = tempfile::tempdir().unwrap();
-                skopeo_copy(&format!("docker://{direct}"), &format!("oci:{}:x", pulled.path().display()), &[]);
+                skopeo_copy(
+                    &format!("docker://{direct}"),
+                    &format!("oci:{}:x", pulled.path().display()),
+                    &[],
+                );
                 (true, new_layers.len())
             }
         }
@@ -120,13 +180,22 @@ fn killed_pushes_never_leave_a_partial_tag() {
         }
         forget(is_tagged);
     }
-    assert!(reusable > 0, "no kill landed while layers were being uploaded");
+    assert!(
+        reusable > 0,
+        "no kill landed while layers were being uploaded"
+    );
     // The next run completes, reusing the blobs the killed runs uploaded.
-    let after: Value = serde_json::from_str(&env.ok(&args(&dst).iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
+    let after: Value =
+        serde_json::from_str(&env.ok(&args(&dst).iter().map(String::as_str).collect::<Vec<_>>()))
+            .unwrap();
     assert_eq!(after["destination"]["digest"].as_str().unwrap(), expected);
     let reused = after["push"]["reused_blobs"].as_u64().unwrap();
     let base_layers = reference["base"]["layers"].as_u64().unwrap();
-    assert!(reused >= base_layers + reusable as u64, "the uploaded layers are reused: {}", after["push"]);
+    assert!(
+        reused >= base_layers + reusable as u64,
+        "the uploaded layers are reused: {}",
+        after["push"]
+    );
     eprintln!(
         "20 kills within {:.2}s runs: {untagged} left no tag ({mid_push} of them after new layers were uploaded), {tagged} had completed; after a kill with {reusable} new layers up, the next run reused {reused} blobs and uploaded {}",
         full_run.as_secs_f64(),

@@ -57,12 +57,24 @@ impl Registry {
         Self::start_with(Some((user.to_string(), password.to_string())))
     }
 
+    /// A registry that trusts a token server (`auth: token`).
+    pub fn start_token(auth: &str) -> Registry {
+        Self::start_inner(None, Some(auth.to_string()))
+    }
+
     fn start_with(credentials: Option<(String, String)>) -> Registry {
+        Self::start_inner(credentials, None)
+    }
+
+    fn start_inner(
+        credentials: Option<(String, String)>,
+        auth_section: Option<String>,
+    ) -> Registry {
         let bin = require("docker-registry", "docker-registry");
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
-            let mut auth = String::new();
+            let mut auth = auth_section.clone().unwrap_or_default();
             if let Some((u, p)) = &credentials {
                 let out = Command::new(require("htpasswd", "apache2-utils"))
                     .args(["-Bbn", u, p])
@@ -363,6 +375,7 @@ pub fn write_file(path: &Path, content: &str) {
 pub mod edge;
 pub mod listing;
 pub mod proxy;
+pub mod token;
 
 /// The realistic Lambda-like fixture (debootstrap'd Debian + python3, real PyPI
 /// packages, a build toolchain left in), built once and cached. Tags: base,
@@ -493,5 +506,8 @@ pub fn http_status(host: &str, method: &str, path: &str, headers: &[(&str, &str)
     s.write_all(req.as_bytes()).unwrap();
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
