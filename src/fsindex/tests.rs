@@ -219,3 +219,156 @@ fn compare_reports_every_kind_of_difference() {
         ]
     );
 }
+
+/// A deliberately naive model of layer application (a flat map, whole-tree scans
+/// for every deletion), to check the indexed implementation against.
+mod model {
+    use std::collections::BTreeMap;
+
+    use super::super::FileType;
+    use crate::layer::{Entry, EntryKind};
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct N {
+        pub ftype: FileType,
+        pub size: u64,
+        pub layer: usize,
+    }
+
+    fn under(p: &str, dir: &str) -> bool {
+        p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'/'
+    }
+
+    pub fn apply(fs: &mut BTreeMap<String, N>, layer: usize, entries: &[Entry]) -> Result<(), ()> {
+        for e in entries.iter().filter(|e| e.kind == EntryKind::Opaque) {
+            fs.retain(|p, n| !(under(p, &e.path) && n.layer < layer));
+        }
+        for e in entries {
+            let path = e.path.to_string();
+            match &e.kind {
+                EntryKind::Opaque => continue,
+                EntryKind::Whiteout => {
+                    fs.retain(|p, n| !((p == &path || under(p, &path)) && n.layer != layer));
+                    continue;
+                }
+                _ => {}
+            }
+            // Parents: must be directories (no symlinks), created if missing.
+            let comps: Vec<&str> = path.split('/').collect();
+            for i in 1..comps.len() {
+                let d = comps[..i].join("/");
+                match fs.get(&d) {
+                    Some(n) if n.ftype == FileType::Dir => {}
+                    Some(_) => return Err(()),
+                    None => {
+                        fs.insert(
+                            d,
+                            N {
+                                ftype: FileType::Dir,
+                                size: 0,
+                                layer,
+                            },
+                        );
+                    }
+                }
+            }
+            let node = match &e.kind {
+                EntryKind::File => N {
+                    ftype: FileType::File,
+                    size: e.size,
+                    layer,
+                },
+                EntryKind::Dir => N {
+                    ftype: FileType::Dir,
+                    size: 0,
+                    layer,
+                },
+                EntryKind::Symlink(_) => N {
+                    ftype: FileType::Symlink,
+                    size: 0,
+                    layer,
+                },
+                EntryKind::Hardlink(t) => {
+                    let mut n = fs.get(&t.to_string()).cloned().ok_or(())?;
+                    if n.ftype == FileType::Dir {
+                        return Err(());
+                    }
+                    n.layer = layer;
+                    n
+                }
+                _ => unreachable!("not generated"),
+            };
+            let existing = fs.get(&path).cloned();
+            match existing {
+                Some(old) if old.ftype == FileType::Dir && node.ftype == FileType::Dir => {
+                    fs.insert(path, node);
+                    continue;
+                }
+                Some(old) if old.ftype == FileType::Dir => {
+                    fs.retain(|p, _| !(p == &path || under(p, &path)))
+                }
+                _ => {}
+            }
+            fs.insert(path, node);
+        }
+        Ok(())
+    }
+}
+
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn path() -> impl Strategy<Value = String> {
+        // A small namespace so entries collide, shadow and nest often.
+        proptest::collection::vec(prop_oneof!["a", "b", "c", "a-b", "a.b"], 1..4)
+            .prop_map(|v| v.join("/"))
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        (path(), 0..6u8, 0..100u64, path()).prop_map(|(p, k, size, target)| {
+            let kind = match k {
+                0 => EntryKind::File,
+                1 => EntryKind::Dir,
+                2 => EntryKind::Symlink(target.into()),
+                3 => EntryKind::Hardlink(target.into()),
+                4 => EntryKind::Whiteout,
+                _ => EntryKind::Opaque,
+            };
+            e(&p, kind, size)
+        })
+    }
+
+    // About a quarter of the generated stacks apply completely (measured: 541 of
+    // 2000); in the rest both implementations refuse the same layer.
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn index_agrees_with_the_naive_model(layers in proptest::collection::vec(proptest::collection::vec(entry(), 0..8), 1..5)) {
+            let mut ix = FsIndex::new();
+            let mut m: BTreeMap<String, model::N> = BTreeMap::new();
+            for (i, l) in layers.iter().enumerate() {
+                let ours = ix.apply(l.clone(), "layer");
+                let theirs = model::apply(&mut m, i, l);
+                if ours.is_err() || theirs.is_err() {
+                    // Both must refuse the same layer (a parent that is not a
+                    // directory, a hard link to nothing), and then we stop.
+                    prop_assert_eq!(ours.is_err(), theirs.is_err(), "layer {}: {:?}", i, ours.err());
+                    return Ok(());
+                }
+            }
+            ix.finish();
+            let got: BTreeMap<String, (FileType, u64)> = ix.iter().map(|(p, n)| (p.to_string(), (n.ftype, ix.size_of(n)))).collect();
+            let want: BTreeMap<String, (FileType, u64)> = m.iter().map(|(p, n)| (p.clone(), (n.ftype, n.size))).collect();
+            prop_assert_eq!(got, want);
+            // Waste is never more than what was written, and never counts what survives.
+            let written: u64 = layers.iter().flatten().filter(|e| e.kind == EntryKind::File).map(|e| e.size).sum();
+            let live: u64 = ix.iter().filter_map(|(_, n)| n.content).collect::<std::collections::BTreeSet<_>>().iter().map(|c| ix.content(*c).size).sum();
+            prop_assert_eq!(ix.wasted_bytes() + live, written);
+        }
+    }
+}
