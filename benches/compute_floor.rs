@@ -3,7 +3,7 @@
 //! and compressing the output layers with the same settings (deterministic
 //! parallel gzip, level 6, both cores). Prints JSON with the wall times.
 //!
-//!   cargo bench --bench compute_floor -- --decompress BLOB... --compress TAR... [--threads N] [--level N]
+//!   cargo bench --bench compute_floor -- --decompress BLOB... --compress TAR... [--threads N] [--level N] [--single-stream]
 
 use std::fs::File;
 use std::io::{self, BufReader};
@@ -16,6 +16,7 @@ fn main() {
     let mut compress = Vec::new();
     let mut threads = 2;
     let mut level = 6;
+    let mut single = false;
     let mut mode = "";
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -23,6 +24,8 @@ fn main() {
             "--decompress" | "--compress" => mode = if a == "--decompress" { "d" } else { "c" },
             "--threads" => threads = args.next().expect("--threads N").parse().expect("a number"),
             "--level" => level = args.next().expect("--level N").parse().expect("a number"),
+            // For comparison: one classic gzip stream per layer, on one core.
+            "--single-stream" => single = true,
             "--bench" => {}
             f if mode == "d" => decompress.push(f.to_string()),
             f if mode == "c" => compress.push(f.to_string()),
@@ -55,9 +58,15 @@ fn main() {
     let mut input = 0u64;
     for f in &compress {
         let mut r = File::open(f).unwrap();
-        let mut w = ParallelGzip::new(Counter(0), level, threads);
-        input += io::copy(&mut r, &mut w).unwrap();
-        compressed += w.finish().unwrap().0;
+        if single {
+            let mut w = flate2::write::GzEncoder::new(Counter(0), flate2::Compression::new(level));
+            input += io::copy(&mut r, &mut w).unwrap();
+            compressed += w.finish().unwrap().0;
+        } else {
+            let mut w = ParallelGzip::new(Counter(0), level, threads);
+            input += io::copy(&mut r, &mut w).unwrap();
+            compressed += w.finish().unwrap().0;
+        }
     }
     let compress_s = t.elapsed().as_secs_f64();
     println!(
