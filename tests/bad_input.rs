@@ -367,3 +367,106 @@ fn hostile_paths_are_refused() {
         "{line}"
     );
 }
+
+#[test]
+fn truncated_compressed_layers_are_caught() {
+    use coldpress::image::Compression;
+    use std::io::Write;
+    let layout = tempfile::tempdir().unwrap();
+    let mut raw = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut raw);
+        let mut h = support::header(tar::EntryType::Regular, 200_000);
+        support::set_raw_name(&mut h, b"data.bin");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        b.append(&h, &data[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(&raw[..], 3).unwrap();
+    // The descriptors describe the truncated blobs, so only decompression can tell.
+    support::blob_image(
+        layout.path(),
+        "gzip",
+        &[(gz[..gz.len() / 2].to_vec(), raw.clone(), Compression::Gzip)],
+    );
+    support::blob_image(
+        layout.path(),
+        "zstd",
+        &[(
+            zst[..zst.len() / 2].to_vec(),
+            raw.clone(),
+            Compression::Zstd,
+        )],
+    );
+    let env = Env::new();
+    for tag in ["gzip", "zstd"] {
+        let line = fails(
+            &env,
+            &[
+                "analyze",
+                &format!("oci:{}:{tag}", layout.path().display()),
+                "--offline",
+            ],
+            1,
+        );
+        assert!(line.contains("layer sha256:"), "{tag}: {line}");
+    }
+}
+
+#[test]
+fn malformed_and_oversized_manifests_are_refused() {
+    let layout = example();
+    let index_path = layout.path().join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    for (tag, body) in [
+        ("broken", b"{\"schemaVersion\": 2, \"layers\": [".to_vec()),
+        ("huge", {
+            let mut v = b"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"annotations\":{\"x\":\"".to_vec();
+            v.extend(std::iter::repeat_n(b'a', 5 << 20));
+            v.extend_from_slice(b"\"}}");
+            v
+        }),
+    ] {
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body))
+        );
+        fs::write(blob(layout.path(), &digest), &body).unwrap();
+        index["manifests"].as_array_mut().unwrap().push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": body.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag}
+        }));
+    }
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let env = Env::new();
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("oci:{}:broken", layout.path().display()),
+            "--offline",
+        ],
+        1,
+    );
+    assert!(
+        line.contains("not valid JSON") || line.contains("malformed"),
+        "{line}"
+    );
+    let line = fails(
+        &env,
+        &[
+            "analyze",
+            &format!("oci:{}:huge", layout.path().display()),
+            "--offline",
+        ],
+        1,
+    );
+    assert!(
+        line.contains("too large") || line.contains("limit"),
+        "{line}"
+    );
+}

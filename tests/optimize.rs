@@ -492,3 +492,202 @@ fn dry_run_thresholds_and_zstd() {
     ]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+fn config_of(reference: &str) -> Value {
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--config", reference])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_recompressed_base_is_written_as_the_bases_own_blobs() {
+    let layout = tempfile::tempdir().unwrap();
+    coldpress::example::write_example(layout.path()).unwrap();
+    let registry = Registry::start();
+    let h = &registry.host;
+    skopeo_copy(
+        &format!("oci:{}:base", layout.path().display()),
+        &format!("docker://{h}/lambda/base:1"),
+        &["--preserve-digests"],
+    );
+    // The user's image carries every layer recompressed to zstd (base included).
+    // (Recompressed into a layout first: towards a registry, skopeo would reuse
+    // the gzip blobs it knows are there.)
+    let zstd = tempfile::tempdir().unwrap();
+    skopeo_copy(
+        &format!("oci:{}:app", layout.path().display()),
+        &format!("oci:{}:z", zstd.path().display()),
+        &["--dest-compress-format", "zstd"],
+    );
+    skopeo_copy(
+        &format!("oci:{}:z", zstd.path().display()),
+        &format!("docker://{h}/fn/app-zstd:1"),
+        &["--preserve-digests"],
+    );
+    let env = Env::new();
+    let base = format!("{h}/lambda/base:1");
+    let before = env.json(&[
+        "analyze",
+        &format!("{h}/fn/app-zstd:1"),
+        "--offline",
+        "--base-image",
+        &base,
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(
+        before["base"]["layers"], 2,
+        "matched by diff_id, whatever the compression"
+    );
+    assert_eq!(before["layers"][0]["compression"], "zstd");
+    let r = optimize(
+        &env,
+        &format!("{h}/fn/app-zstd:1"),
+        &format!("{h}/fn/app-slim:1"),
+        &["--base-image", &base],
+    );
+    let base_manifest = env.json(&["analyze", &base, "--offline", "--format", "json", "-q"]);
+    for i in 0..2 {
+        assert_eq!(
+            r["new_layers"][i]["digest"], base_manifest["layers"][i]["digest"],
+            "base layer {i} is the base's gzip blob"
+        );
+        assert_eq!(
+            r["new_layers"][i]["media_type"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        assert_eq!(
+            r["new_layers"][i]["transfer"], "mounted",
+            "from the base's repository"
+        );
+    }
+    let copy = tempfile::tempdir().unwrap();
+    skopeo_copy(
+        &format!("docker://{h}/fn/app-slim:1"),
+        &format!("oci:{}:x", copy.path().display()),
+        &[],
+    );
+}
+
+#[test]
+fn index_in_manifest_out_family_kept_provenance_recorded() {
+    let layout = tempfile::tempdir().unwrap();
+    edge::write(layout.path(), "img", false, Compression::Gzip);
+    edge::write_index_with_attestation(layout.path(), "img", "idx");
+    let env = Env::new();
+    let out = tempfile::tempdir().unwrap();
+    let r = optimize(
+        &env,
+        &format!("oci:{}:idx", layout.path().display()),
+        &format!("oci:{}:one", out.path().display()),
+        &[],
+    );
+    assert_eq!(
+        r["destination"]["media_type"], "application/vnd.oci.image.manifest.v1+json",
+        "one manifest out of an index"
+    );
+
+    // A Docker v2s2 source stays Docker (made by skopeo, an independent producer).
+    let registry = Registry::start();
+    let h = &registry.host;
+    coldpress::example::write_example(layout.path()).unwrap();
+    skopeo_copy(
+        &format!("oci:{}:app", layout.path().display()),
+        &format!("docker://{h}/fn/app:docker"),
+        &["--format", "v2s2"],
+    );
+    let r = optimize(
+        &env,
+        &format!("{h}/fn/app:docker"),
+        &format!("{h}/fn/app:slim"),
+        &[],
+    );
+    assert_eq!(
+        r["destination"]["media_type"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert!(
+        r["new_layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["media_type"] == "application/vnd.docker.image.rootfs.diff.tar.gzip")
+    );
+    let r2 = optimize(
+        &env,
+        &format!("{h}/fn/app:docker"),
+        &format!("{h}/fn/app:slim-oci"),
+        &["--manifest-format", "oci"],
+    );
+    assert_eq!(
+        r2["destination"]["media_type"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    // No base here: everything was squashed by class, code last.
+    let roles: Vec<&str> = r["new_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "deps", "code"]);
+
+    let cfg = config_of(&format!("docker://{h}/fn/app:slim"));
+    let labels = &cfg["config"]["Labels"];
+    assert_eq!(labels["dev.coldpress.source.digest"], r["source"]["digest"]);
+    assert!(labels["dev.coldpress.version"].is_string());
+    assert_eq!(
+        cfg["config"]["Entrypoint"],
+        serde_json::json!(["/lambda-entrypoint.sh"]),
+        "runtime settings kept"
+    );
+    assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["handler.handler"]));
+    assert_eq!(cfg["config"]["WorkingDir"], "/var/task");
+}
+
+#[test]
+fn strip_and_keep_globs() {
+    let layout = tempfile::tempdir().unwrap();
+    coldpress::example::write_example(layout.path()).unwrap();
+    let env = Env::new();
+    let out = tempfile::tempdir().unwrap();
+    let r = optimize(
+        &env,
+        &format!("oci:{}:app", layout.path().display()),
+        &format!("oci:{}:x", out.path().display()),
+        &[
+            "--base-image",
+            &format!("oci:{}:base", layout.path().display()),
+            "--strip",
+            "/var/task/app/**",
+            "--keep",
+            "/usr/bin/make",
+            "--keep",
+            "/var/task/.git",
+        ],
+    );
+    let rules: std::collections::BTreeMap<&str, &str> = r["removed"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["path"].as_str().unwrap(), p["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(rules.get("/var/task/app/service.py"), Some(&"user-strip"));
+    assert!(
+        !rules.contains_key("/usr/bin/make"),
+        "--keep wins over build-toolchain"
+    );
+    assert!(
+        !rules.contains_key("/var/task/.git/HEAD"),
+        "--keep DIR keeps what is in it"
+    );
+    assert_eq!(rules.get("/usr/bin/gcc-12"), Some(&"build-toolchain"));
+}

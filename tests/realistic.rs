@@ -195,6 +195,29 @@ fn realistic_lambda_image() {
     assert!(before.contains("numpy_sum"), "{before}");
     assert_eq!(after, before);
 
+    // The aggressive profile also takes docs, man pages and locales (a dry run).
+    let dry = env.json(&[
+        "optimize",
+        &app,
+        &format!("{host}/orders/summary:never"),
+        "--offline",
+        "--base-image",
+        &base,
+        "--profile",
+        "aggressive",
+        "--dry-run",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(
+        dry["removed"]["by_rule"]["docs"]["bytes"].as_u64().unwrap() > 0,
+        "{}",
+        dry["removed"]["by_rule"]
+    );
+    assert!(dry["removed"]["bytes"].as_u64().unwrap() > o["removed"]["bytes"].as_u64().unwrap());
+
     // A code-only change: same deps layer digest, only the code layer uploaded.
     let o2 = env.json(&[
         "optimize",

@@ -175,6 +175,29 @@ impl RowWriter {
     }
 }
 
+/// A run killed while writing a row leaves a line without its newline; new rows
+/// appended after it would be glued to it and lost. Cut it off first.
+fn drop_partial_line(path: &Path) -> Result<()> {
+    let Ok(data) = std::fs::read(path) else {
+        return Ok(());
+    };
+    if data.is_empty() || data.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_ctx(|| format!("opening {}", path.display()))?;
+    f.set_len(keep as u64)
+        .with_ctx(|| format!("truncating the unfinished last line of {}", path.display()))?;
+    ui::note(&format!(
+        "{}: dropped an unfinished last line (an interrupted run)",
+        path.display()
+    ));
+    Ok(())
+}
+
 fn list_repositories(opts: &AuditOptions, registry: &RegistryRef) -> Result<Vec<String>> {
     let mut repos = match &opts.repos_from {
         Some(file) => std::fs::read_to_string(file)
@@ -245,6 +268,7 @@ pub fn run(opts: &AuditOptions, catalog: &Catalog) -> Result<RunStats> {
     let repos = list_repositories(opts, &registry)?;
     let rows_path = opts.output.join(ROWS);
     let done = done_rows(&rows_path);
+    drop_partial_line(&rows_path)?;
     let writer = RowWriter {
         file: Mutex::new(
             OpenOptions::new()
@@ -446,6 +470,16 @@ pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unfinished_last_row_is_dropped() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), "{\"a\":1}\n{\"b\":").unwrap();
+        drop_partial_line(f.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), "{\"a\":1}\n");
+        drop_partial_line(f.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), "{\"a\":1}\n");
+    }
 
     #[test]
     fn shards_partition() {

@@ -464,21 +464,26 @@ fn fetch_catalog(opts: &TransportOptions) -> Result<Vec<(String, Vec<BaseBuild>)
     t.registry.retry.attempts = 2;
     t.registry.retry.deadline = Duration::from_secs(30);
     t.registry.connect_timeout = Duration::from_secs(5);
-    let started = std::time::Instant::now();
-    let mut out = Vec::new();
-    for (i, r) in refs.iter().enumerate() {
-        match resolve_builds(r, r, "catalog", &t) {
-            Ok(b) => out.push((r.clone(), b)),
-            // Nothing reachable at all: stop rather than time out once per tag.
-            Err(e) if i == 0 || e.is_transient() => return Err(e),
-            Err(e) => ui::trace(|| format!("base catalog: skipping {r}: {e}")),
+    // One tag first: when nothing is reachable, say so at once.
+    let first = resolve_builds(&refs[0], &refs[0], "catalog", &t)?;
+    let out = std::sync::Mutex::new(vec![(refs[0].clone(), first)]);
+    let next = std::sync::atomic::AtomicUsize::new(1);
+    std::thread::scope(|s| {
+        for _ in 0..6 {
+            s.spawn(|| {
+                while let Some(r) = refs.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+                {
+                    match resolve_builds(r, r, "catalog", &t) {
+                        Ok(b) => out.lock().expect("not poisoned").push((r.clone(), b)),
+                        // A tag AWS retired is not an error of ours.
+                        Err(e) => ui::trace(|| format!("base catalog: skipping {r}: {e}")),
+                    }
+                }
+            });
         }
-        if started.elapsed() > Duration::from_secs(120) {
-            return Err(Error::Usage(
-                "fetching the base catalog took over two minutes; use --offline".into(),
-            ));
-        }
-    }
+    });
+    let mut out = out.into_inner().expect("not poisoned");
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 

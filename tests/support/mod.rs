@@ -440,6 +440,29 @@ pub fn invoke_handler(rootfs: &Path, handler: &str) -> String {
 /// for hostile and malformed inputs our own writer would never produce.
 pub fn raw_image(layout: &Path, tag: &str, tars: &[Vec<u8>]) {
     use std::io::Write as _;
+    let layers: Vec<(Vec<u8>, Vec<u8>, coldpress::image::Compression)> = tars
+        .iter()
+        .map(|raw| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(raw).unwrap();
+            (
+                e.finish().unwrap(),
+                raw.clone(),
+                coldpress::image::Compression::Gzip,
+            )
+        })
+        .collect();
+    blob_image(layout, tag, &layers);
+}
+
+/// Write an image from (blob, uncompressed tar, compression) triples, taken as
+/// they are: the blob need not be what the tar compresses to.
+pub fn blob_image(
+    layout: &Path,
+    tag: &str,
+    layers: &[(Vec<u8>, Vec<u8>, coldpress::image::Compression)],
+) {
+    use std::io::Write as _;
     let tmp = tempfile::tempdir().unwrap();
     let mut spec = coldpress::example::ImageSpec {
         docker: false,
@@ -449,21 +472,18 @@ pub fn raw_image(layout: &Path, tag: &str, tars: &[Vec<u8>]) {
         cmd: vec![],
         architecture: "amd64".into(),
     };
-    for raw in tars {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(raw).unwrap();
-        let blob = e.finish().unwrap();
+    for (blob, raw, compression) in layers {
         let f = tempfile::Builder::new().tempfile_in(tmp.path()).unwrap();
         let (mut file, path) = f.into_parts();
-        file.write_all(&blob).unwrap();
+        file.write_all(blob).unwrap();
         spec.add(
             coldpress::writer::WrittenLayer {
                 path,
-                digest: coldpress::digest::Digest::of(&blob),
+                digest: coldpress::digest::Digest::of(blob),
                 diff_id: coldpress::digest::Digest::of(raw),
                 size: blob.len() as u64,
                 uncompressed_size: raw.len() as u64,
-                compression: coldpress::image::Compression::Gzip,
+                compression: *compression,
                 entries: 0,
             },
             "raw",
