@@ -4,7 +4,7 @@
 //!
 //!   cargo bench --bench make_image -- LAYOUT TAG SIZE_MIB FILES
 
-use coldpress::example::{ImageSpec, Item, LAMBDA_ENV, base_layers, write_layer};
+use coldpress::example::{ImageSpec, Item, base_layers, write_layer};
 use coldpress::image::Compression;
 use coldpress::transport::oci_layout::OciLayoutSink;
 
@@ -19,14 +19,7 @@ fn main() {
     let size: u64 = size_mib.parse::<u64>().expect("SIZE_MIB") << 20;
     let files: u64 = files.parse().expect("FILES");
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = ImageSpec {
-        docker: false,
-        layers: Vec::new(),
-        env: LAMBDA_ENV.iter().map(|s| s.to_string()).collect(),
-        entrypoint: vec!["/lambda-entrypoint.sh".into()],
-        cmd: vec!["handler.handler".into()],
-        architecture: "amd64".into(),
-    };
+    let mut spec = ImageSpec::lambda(&["handler.handler"]);
     for (l, by) in base_layers(tmp.path()).unwrap() {
         spec.add(l, by);
     }

@@ -123,6 +123,18 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
+    /// An image with the Lambda base's settings (env, entrypoint, /var/task) and `cmd`.
+    pub fn lambda(cmd: &[&str]) -> ImageSpec {
+        ImageSpec {
+            docker: false,
+            layers: Vec::new(),
+            env: LAMBDA_ENV.iter().map(|s| s.to_string()).collect(),
+            entrypoint: vec!["/lambda-entrypoint.sh".into()],
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            architecture: "amd64".into(),
+        }
+    }
+
     pub fn add(&mut self, l: WrittenLayer, created_by: &str) {
         let desc = Descriptor::new(l.media_type(self.docker), l.digest.clone(), l.size);
         let content: Arc<dyn BlobContent> = Arc::new(l.path.to_path_buf());
@@ -393,15 +405,7 @@ pub fn write_example(dir: &Path) -> Result<Vec<(String, Digest)>> {
     let tmp = tempfile::tempdir()
         .map_err(|e| crate::error::Error::io("creating a temporary directory", e))?;
     let base = base_layers(tmp.path())?;
-    let spec = |cmd: Vec<String>| ImageSpec {
-        docker: false,
-        layers: Vec::new(),
-        env: LAMBDA_ENV.iter().map(|s| s.to_string()).collect(),
-        entrypoint: vec!["/lambda-entrypoint.sh".into()],
-        cmd,
-        architecture: "amd64".into(),
-    };
-    let mut base_spec = spec(vec![]);
+    let mut base_spec = ImageSpec::lambda(&[]);
     let mut out = Vec::new();
     for (l, by) in base {
         base_spec.add(l, by);
@@ -412,7 +416,7 @@ pub fn write_example(dir: &Path) -> Result<Vec<(String, Digest)>> {
         ("app", HANDLER.to_string()),
         ("app-v2", HANDLER.replace("True", "\"v2\"")),
     ] {
-        let mut app = spec(vec!["handler.handler".into()]);
+        let mut app = ImageSpec::lambda(&["handler.handler"]);
         app.layers = base_spec.layers.clone();
         for (l, by) in app_layers(tmp.path(), &handler)? {
             app.add(l, by);

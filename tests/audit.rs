@@ -11,23 +11,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use coldpress::example::{
-    ImageSpec, Item, LAMBDA_ENV, app_rest_layers, base_layers, code_layer, write_layer,
-};
+use coldpress::example::{ImageSpec, Item, app_rest_layers, base_layers, code_layer, write_layer};
 use coldpress::image::Compression;
 use coldpress::transport::oci_layout::OciLayoutSink;
 use serde_json::Value;
 use support::{Env, Registry, edge, skopeo_copy};
 
 fn spec(cmd: &[&str]) -> ImageSpec {
-    ImageSpec {
-        docker: false,
-        layers: Vec::new(),
-        env: LAMBDA_ENV.iter().map(|s| s.to_string()).collect(),
-        entrypoint: vec!["/lambda-entrypoint.sh".into()],
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        architecture: "amd64".into(),
-    }
+    ImageSpec::lambda(cmd)
 }
 
 struct Fixture {

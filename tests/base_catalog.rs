@@ -4,21 +4,14 @@
 
 mod support;
 
-use coldpress::example::{ImageSpec, Item, LAMBDA_ENV, app_layers, base_layers, write_layer};
+use coldpress::example::{ImageSpec, Item, app_layers, base_layers, write_layer};
 use coldpress::image::Compression;
 use coldpress::transport::oci_layout::OciLayoutSink;
 use serde_json::Value;
 use support::{Env, Registry, skopeo_copy};
 
 fn spec(cmd: &[&str]) -> ImageSpec {
-    ImageSpec {
-        docker: false,
-        layers: Vec::new(),
-        env: LAMBDA_ENV.iter().map(|s| s.to_string()).collect(),
-        entrypoint: vec!["/lambda-entrypoint.sh".into()],
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        architecture: "amd64".into(),
-    }
+    ImageSpec::lambda(cmd)
 }
 
 /// base-v1, base-v2 (same OS layer, rebuilt runtime layer) and app on base-v1.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::proxy::{Config, Proxy};
-use support::{Env, Registry, skopeo_copy};
+use support::{Env, Registry};
 
 /// Flags that keep a faulty run bounded: stalls are cut after 1 s, retries are plenty.
 const PATIENT: [&str; 6] = [
@@ -22,21 +22,17 @@ const PATIENT: [&str; 6] = [
 ];
 
 fn setup() -> (Registry, Proxy) {
-    let layout = tempfile::tempdir().unwrap();
-    coldpress::example::write_example(layout.path()).unwrap();
     let registry = Registry::start();
-    for (tag, to) in [
-        ("base", "lambda/base:1"),
-        ("app", "fn/app:v1"),
-        ("app-v2", "fn/app:v2"),
-        ("app", "other/app:v1"),
-    ] {
-        skopeo_copy(
-            &format!("oci:{}:{tag}", layout.path().display()),
-            &format!("docker://{}/{to}", registry.host),
-            &["--preserve-digests"],
-        );
-    }
+    support::push_example(
+        &registry,
+        &[
+            ("base", "lambda/base:1"),
+            ("app", "fn/app:v1"),
+            ("app-v2", "fn/app:v2"),
+            ("app", "other/app:v1"),
+        ],
+        &[],
+    );
     let proxy = Proxy::start(
         &registry.host,
         Config {

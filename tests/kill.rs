@@ -31,16 +31,12 @@ fn tag_digest(reference: &str) -> Option<String> {
 
 #[test]
 fn killed_pushes_never_leave_a_partial_tag() {
-    let layout = tempfile::tempdir().unwrap();
-    coldpress::example::write_example(layout.path()).unwrap();
     let registry = Registry::start();
-    for (tag, to) in [("base", "lambda/base:1"), ("app", "fn/app:v1")] {
-        skopeo_copy(
-            &format!("oci:{}:{tag}", layout.path().display()),
-            &format!("docker://{}/{to}", registry.host),
-            &["--preserve-digests"],
-        );
-    }
+    support::push_example(
+        &registry,
+        &[("base", "lambda/base:1"), ("app", "fn/app:v1")],
+        &[],
+    );
     // A little latency per request widens the window in which a push is in flight.
     let proxy = Proxy::start(
         &registry.host,

@@ -11,7 +11,7 @@ use std::process::Output;
 use base64::Engine;
 use serde_json::json;
 use support::token::TokenServer;
-use support::{Env, Registry, skopeo_copy};
+use support::{Env, Registry};
 
 const USER: &str = "deployer";
 const PASSWORD: &str = "t0ken-flow-Secret-42";
@@ -35,15 +35,12 @@ fn check_no_secrets(out: &Output, issued: &[String]) {
 fn token_flow() {
     let tokens = TokenServer::start(USER, PASSWORD, REFRESH);
     let registry = Registry::start_token(&tokens.registry_auth());
-    let layout = tempfile::tempdir().unwrap();
-    coldpress::example::write_example(layout.path()).unwrap();
-    for (tag, to) in [("base", "lambda/base:1"), ("app", "fn/app:v1")] {
-        skopeo_copy(
-            &format!("oci:{}:{tag}", layout.path().display()),
-            &format!("docker://{}/{to}", registry.host),
-            &[&format!("--dest-creds={USER}:{PASSWORD}")],
-        );
-    }
+    let creds = format!("--dest-creds={USER}:{PASSWORD}");
+    support::push_example(
+        &registry,
+        &[("base", "lambda/base:1"), ("app", "fn/app:v1")],
+        &[&creds],
+    );
     let host = registry.host.clone();
     let (app, base) = (format!("{host}/fn/app:v1"), format!("{host}/lambda/base:1"));
     let env = Env::new();

@@ -2,12 +2,11 @@
 
 use std::io::Write;
 
-use crate::analysis::{self, AnalyzeOptions, StripOptions};
+use crate::analysis;
 use crate::catalog::Catalog;
 use crate::cli::{AnalyzeArgs, FailOn, Format};
 use crate::error::{Error, IoContext, Result};
 use crate::image::resolve::resolve;
-use crate::layer::ReadOptions;
 use crate::reference::ImageRef;
 use crate::report::{Report, render_markdown, render_text};
 use crate::{transport, ui};
@@ -21,23 +20,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
     }
     let source = transport::open_source(&r, &topts)?;
     let image = resolve(source.as_ref(), args.read.platform.as_ref())?;
-    let opts = AnalyzeOptions {
-        strip: StripOptions {
-            profile: args.strip.profile,
-            strip: args.strip.strip.clone(),
-            keep: args.strip.keep.clone(),
-        },
-        jobs: args.read.jobs,
-        read: ReadOptions {
-            max_layer_bytes: args.read.max_layer_size,
-            max_entries: args.read.max_entries,
-            ..ReadOptions::default()
-        },
-        spool_dir: None,
-        max_image_bytes: args.read.max_image_size,
-        layer_cache: None,
-        cache_base_only: false,
-    };
+    let opts = super::analyze_options(&args.read, &args.strip);
     let a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
     let report = Report::from_analysis(&a, args.list_files);
     emit(

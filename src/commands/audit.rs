@@ -1,11 +1,9 @@
 //! `coldpress audit REGISTRY` and `coldpress audit merge DIR...`
 
-use crate::analysis::{AnalyzeOptions, StripOptions};
 use crate::audit::{self, AuditOptions};
 use crate::catalog::Catalog;
 use crate::cli::{AuditArgs, AuditCommand};
 use crate::error::{Error, Result};
-use crate::layer::ReadOptions;
 use crate::reference::ImageRef;
 use crate::ui;
 
@@ -47,23 +45,7 @@ pub fn run(args: &AuditArgs) -> Result<()> {
         shard: args.shard,
         output: output.clone(),
         platform: args.read.platform.clone(),
-        analyze: AnalyzeOptions {
-            strip: StripOptions {
-                profile: args.strip.profile,
-                strip: args.strip.strip.clone(),
-                keep: args.strip.keep.clone(),
-            },
-            jobs: args.read.jobs,
-            read: ReadOptions {
-                max_layer_bytes: args.read.max_layer_size,
-                max_entries: args.read.max_entries,
-                ..ReadOptions::default()
-            },
-            spool_dir: None,
-            max_image_bytes: args.read.max_image_size,
-            layer_cache: None,
-            cache_base_only: false,
-        },
+        analyze: super::analyze_options(&args.read, &args.strip),
         transport,
         layer_cache_dir: cache_root.map(|c| c.join("layers")),
     };

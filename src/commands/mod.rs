@@ -7,9 +7,11 @@ pub mod optimize;
 use std::io::Read;
 use std::time::Duration;
 
+use crate::analysis::{AnalyzeOptions, StripOptions};
 use crate::catalog::CatalogOptions;
-use crate::cli::{BaseArgs, RegistryArgs};
+use crate::cli::{BaseArgs, ReadArgs, RegistryArgs, StripArgs};
 use crate::error::{Error, Result};
+use crate::layer::ReadOptions;
 use crate::reference::ImageRef;
 use crate::transport::TransportOptions;
 use crate::transport::registry::credentials::{Credential, Secret};
@@ -53,6 +55,25 @@ pub fn transport_options(args: &RegistryArgs, named: &[&ImageRef]) -> Result<Tra
             },
         },
     })
+}
+
+/// Analysis settings from the flags every image command shares.
+pub fn analyze_options(read: &ReadArgs, strip: &StripArgs) -> AnalyzeOptions {
+    AnalyzeOptions {
+        strip: StripOptions {
+            profile: strip.profile,
+            strip: strip.strip.clone(),
+            keep: strip.keep.clone(),
+        },
+        jobs: read.jobs,
+        read: ReadOptions {
+            max_layer_bytes: read.max_layer_size,
+            max_entries: read.max_entries,
+            ..ReadOptions::default()
+        },
+        max_image_bytes: read.max_image_size,
+        ..AnalyzeOptions::default()
+    }
 }
 
 pub fn catalog_options(args: &BaseArgs, transport: &TransportOptions) -> CatalogOptions {

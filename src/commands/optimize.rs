@@ -2,7 +2,6 @@
 //! rest into system, deps and code layers (code last), strip by rule, verify,
 //! push blobs first and the manifest last.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Map, Value, json};
 
 use super::analyze::emit;
-use crate::analysis::{self, Analysis, AnalyzeOptions, Class, StripOptions};
+use crate::analysis::{self, Analysis, Class};
 use crate::catalog::Catalog;
 use crate::cli::{LayerCompression, ManifestFormat, OptimizeArgs};
 use crate::digest::Digest;
@@ -23,7 +22,7 @@ use crate::plan::Plan;
 use crate::plan::verify::{compare_with_source, read_back};
 use crate::reference::ImageRef;
 use crate::report::{
-    Destination, NewLayerRow, OptimizeSection, PushStats, RemovedPath, Report, RuleCount, Totals,
+    Destination, NewLayerRow, OptimizeSection, PushStats, RemovedPath, Report, Totals,
 };
 use crate::transport::{self, BlobContent, BlobOutcome, Sink, Source};
 use crate::ui;
@@ -79,31 +78,18 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
                 e,
             )
         })?;
-    let opts = AnalyzeOptions {
-        strip: StripOptions {
-            profile: args.strip.profile,
-            strip: args.strip.strip.clone(),
-            keep: args.strip.keep.clone(),
-        },
-        jobs: args.read.jobs,
-        read: ReadOptions {
-            hash_contents: true,
-            max_layer_bytes: args.read.max_layer_size,
-            max_entries: args.read.max_entries,
-            ..ReadOptions::default()
-        },
-        spool_dir: Some(work.path().to_path_buf()),
-        max_image_bytes: args.read.max_image_size,
-        // The base is the same from build to build: its listing is read once.
-        layer_cache: Some(std::sync::Arc::new(crate::layer::cache::LayerCache::new(
-            args.base
-                .cache_dir
-                .clone()
-                .or_else(crate::catalog::default_cache_dir)
-                .map(|c| c.join("layers")),
-        )?)),
-        cache_base_only: true,
-    };
+    let mut opts = super::analyze_options(&args.read, &args.strip);
+    opts.read.hash_contents = true;
+    opts.spool_dir = Some(work.path().to_path_buf());
+    // The base is the same from build to build: its listing is read once.
+    opts.layer_cache = Some(std::sync::Arc::new(crate::layer::cache::LayerCache::new(
+        args.base
+            .cache_dir
+            .clone()
+            .or_else(crate::catalog::default_cache_dir)
+            .map(|c| c.join("layers")),
+    )?));
+    opts.cache_base_only = true;
     let started = std::time::Instant::now();
     let a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
     let plan = Plan::new(&a);
@@ -247,28 +233,10 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
 }
 
 fn removed_section(a: &Analysis, plan: &Plan) -> crate::report::Removed {
-    let mut by_rule: BTreeMap<String, RuleCount> = BTreeMap::new();
-    for (id, c) in &a.strip.by_rule {
-        let reason = a
-            .strip
-            .rules
-            .iter()
-            .find(|r| &r.id == id)
-            .map(|r| r.reason.clone())
-            .unwrap_or_default();
-        by_rule.insert(
-            id.clone(),
-            RuleCount {
-                files: c.files,
-                bytes: c.bytes,
-                reason,
-            },
-        );
-    }
     crate::report::Removed {
         files: a.strip.total.files,
         bytes: a.strip.total.bytes,
-        by_rule,
+        by_rule: crate::report::rule_counts(a),
         paths: plan
             .removed
             .iter()

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use coldpress::digest::Digest;
-use coldpress::example::{ImageSpec, LAMBDA_ENV, meta};
+use coldpress::example::{ImageSpec, meta};
 use coldpress::image::{Compression, Descriptor, MediaType};
 use coldpress::layer::Meta;
 use coldpress::transport::BlobContent;
@@ -189,11 +189,7 @@ pub fn write(layout: &Path, tag: &str, docker: bool, c: Compression) {
     let tmp = tempfile::tempdir().unwrap();
     let mut spec = ImageSpec {
         docker,
-        layers: Vec::new(),
-        env: LAMBDA_ENV.iter().map(|s| s.to_string()).collect(),
-        entrypoint: vec!["/lambda-entrypoint.sh".into()],
-        cmd: vec!["handler.handler".into()],
-        architecture: "amd64".into(),
+        ..ImageSpec::lambda(&["handler.handler"])
     };
     spec.add(layer0(tmp.path(), c), "layer 0: everything");
     spec.add(
@@ -255,14 +251,7 @@ pub fn write_index_with_attestation(layout: &Path, image_tag: &str, index_tag: &
 /// The edge image's first layer alone, as a base image (same blob as in the full image).
 pub fn write_base(layout: &Path, tag: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = ImageSpec {
-        docker: false,
-        layers: Vec::new(),
-        env: LAMBDA_ENV.iter().map(|s| s.to_string()).collect(),
-        entrypoint: vec!["/lambda-entrypoint.sh".into()],
-        cmd: vec![],
-        architecture: "amd64".into(),
-    };
+    let mut spec = ImageSpec::lambda(&[]);
     spec.add(layer0(tmp.path(), Compression::Gzip), "layer 0: everything");
     spec.write(&OciLayoutSink::create(layout, Some(tag)).unwrap())
         .unwrap();

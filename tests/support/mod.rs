@@ -531,3 +531,19 @@ pub fn http_status(host: &str, method: &str, path: &str, headers: &[(&str, &str)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
 }
+
+/// Write the built-in example images and push `(tag, repository:tag)` pairs of them
+/// to `registry` (extra skopeo flags, e.g. credentials, in `flags`).
+pub fn push_example(registry: &Registry, pairs: &[(&str, &str)], flags: &[&str]) {
+    let layout = tempfile::tempdir().unwrap();
+    coldpress::example::write_example(layout.path()).unwrap();
+    let mut all = vec!["--preserve-digests"];
+    all.extend_from_slice(flags);
+    for (tag, to) in pairs {
+        skopeo_copy(
+            &format!("oci:{}:{tag}", layout.path().display()),
+            &format!("docker://{}/{to}", registry.host),
+            &all,
+        );
+    }
+}
