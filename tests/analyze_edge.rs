@@ -70,6 +70,11 @@ fn final_filesystem_matches_umoci_for_every_layer_rule() {
         report["before"]["wasted_bytes"],
         16 + 27 + 27 + 11 + 19 + 1000
     );
+    // All of it was written by layer 0: whited out (d1/x, o/old, o/sub/deep) or
+    // replaced (d3/child with d3, f2 with a directory, "shadowed").
+    let l0 = &report["layers"][0];
+    assert_eq!(l0["deleted_bytes"], 16 + 27 + 11);
+    assert_eq!(l0["shadowed_bytes"], 27 + 19 + 1000);
     let ids: Vec<&str> = report["findings"]
         .as_array()
         .unwrap()

@@ -92,7 +92,11 @@ pub struct LayerRow {
     pub added: Count,
     pub changed: Count,
     pub deleted: Count,
+    /// What this layer wrote that is not in the final filesystem; the sum of
+    /// `shadowed_bytes` (overwritten later) and `deleted_bytes` (whited out later).
     pub wasted_bytes: u64,
+    pub shadowed_bytes: u64,
+    pub deleted_bytes: u64,
     pub hardlinks: u64,
     pub missing_parents: u64,
     /// Final files this layer provides, by class.
@@ -286,6 +290,8 @@ impl Report {
                 changed: l.changes.changed,
                 deleted: l.changes.deleted,
                 wasted_bytes: l.changes.wasted_bytes,
+                shadowed_bytes: l.changes.shadowed_bytes,
+                deleted_bytes: l.changes.deleted_bytes,
                 hardlinks: l.changes.hardlinks,
                 missing_parents: l.changes.implicit_parents,
                 classes: l.classes.clone(),
