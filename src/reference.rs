@@ -133,6 +133,37 @@ fn valid_repository(repo: &str) -> bool {
         })
 }
 
+/// `HOST[:PORT]`: DNS labels or an IPv4 address, or `[IPv6]`, with an optional port.
+fn valid_registry(r: &str) -> bool {
+    let (host, port) = if let Some(rest) = r.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, tail)) if ip.parse::<std::net::Ipv6Addr>().is_ok() => {
+                ("ok", tail.strip_prefix(':'))
+            }
+            _ => return false,
+        }
+    } else {
+        match r.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (r, None),
+        }
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = host == "ok"
+        || (!host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            }));
+    port_ok && host_ok
+}
+
 fn valid_tag(tag: &str) -> bool {
     !tag.is_empty()
         && tag.len() <= 128
@@ -181,6 +212,9 @@ impl RegistryRef {
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
+        if !valid_registry(&registry) {
+            return Err(format!("'{registry}' is not a registry host (HOST[:PORT])"));
+        }
         let registry = match registry.as_str() {
             "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
             _ => registry,
@@ -351,6 +385,10 @@ mod tests {
             "oci:",
             "a//b",
             "repo:-tag",
+            "docker://oci:./layout:app",
+            "host:port/x",
+            "bad_host.com/x",
+            "[::zz]:5000/x",
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} should not parse");
         }
