@@ -137,9 +137,8 @@ impl ImageSpec {
 
     pub fn add(&mut self, l: WrittenLayer, created_by: &str) {
         let desc = Descriptor::new(l.media_type(self.docker), l.digest.clone(), l.size);
-        let content: Arc<dyn BlobContent> = Arc::new(l.path.to_path_buf());
-        // Keep the temporary file alive as long as the spec.
-        std::mem::forget(l.path);
+        // The spec owns the temporary file: it lives as long as any copy of the spec.
+        let content: Arc<dyn BlobContent> = Arc::new(l.path);
         self.layers
             .push((desc, l.diff_id, created_by.to_string(), content));
     }

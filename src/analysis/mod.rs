@@ -131,7 +131,7 @@ fn read_all(
     let mut index = FsIndex::new();
     let mut listings: Vec<LayerListing> = Vec::with_capacity(n);
     let mut base_index = FsIndex::new();
-    let total_uncompressed = AtomicUsize::new(0);
+    let mut total_uncompressed = 0u64;
     let mut total_entries = 0usize;
 
     let result = std::thread::scope(|s| -> Result<()> {
@@ -205,10 +205,7 @@ fn read_all(
                     Ok(l) => l,
                     Err(e) => return stop(e),
                 };
-                let total = total_uncompressed
-                    .fetch_add(listing.uncompressed_size as usize, Ordering::SeqCst)
-                    as u64
-                    + listing.uncompressed_size;
+                total_uncompressed += listing.uncompressed_size;
                 total_entries += listing.entries.len();
                 if total_entries > opts.read.max_entries {
                     return stop(Error::invalid(
@@ -219,7 +216,7 @@ fn read_all(
                         ),
                     ));
                 }
-                if total > opts.max_image_bytes {
+                if total_uncompressed > opts.max_image_bytes {
                     return stop(Error::invalid(
                         &image.reference,
                         format!(

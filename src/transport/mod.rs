@@ -48,6 +48,13 @@ impl BlobContent for PathBuf {
     }
 }
 
+impl BlobContent for tempfile::TempPath {
+    fn open(&self) -> Result<Box<dyn Read + Send>> {
+        let f = File::open(self).with_ctx(|| format!("opening {}", self.display()))?;
+        Ok(Box::new(f))
+    }
+}
+
 impl BlobContent for Arc<[u8]> {
     fn open(&self) -> Result<Box<dyn Read + Send>> {
         Ok(Box::new(io::Cursor::new(self.clone())))

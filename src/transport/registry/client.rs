@@ -484,8 +484,6 @@ impl Client {
                     if !(status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
                         || attempt + 1 >= self.retry.attempts
                     {
-                        let hdr_hint = retry_after(resp.headers());
-                        let _ = hdr_hint;
                         let body = read_capped(resp, 4096).unwrap_or_default();
                         return Err(self.err(
                             if status.is_server_error() {
