@@ -63,7 +63,24 @@ fn hostile_layers_are_refused_with_a_clear_error() {
     let many: Vec<(tar::Header, Vec<u8>)> = (0..3000)
         .map(|i| file(format!("f{i}").as_bytes(), b""))
         .collect();
+    // A GNU sparse file of one byte after an 8 GiB hole: tar readers fill holes
+    // themselves, so reading it would write 8 GiB of zeros.
+    let sparse = {
+        let mut h = header(EntryType::GNUSparse, 1);
+        let g = h.as_gnu_mut().unwrap();
+        g.realsize.copy_from_slice(b"77777777777\0");
+        g.sparse[0].offset.copy_from_slice(b"77777777776\0");
+        g.sparse[0].numbytes.copy_from_slice(b"00000000001\0");
+        set_raw_name(&mut h, b"holes");
+        tar_of(&[(h, b"x".to_vec())])
+    };
     let cases = vec![
+        Case {
+            name: "GNU sparse file (8 GiB hole)",
+            layers: vec![sparse],
+            args: &[],
+            expect: "GNU sparse",
+        },
         Case {
             name: "../ in a path",
             layers: vec![tar_of(&[file(b"../../etc/evil", b"x")])],

@@ -72,7 +72,8 @@ pub struct Classification {
     /// Python files listed by a distribution, with the package index.
     pub listed: HashMap<String, u32>,
     pub task_root: String,
-    /// `cpython-311` style tag of the interpreter the image runs, if found.
+    /// `cpython-311` style tag of the interpreter the image runs, when exactly one
+    /// Python 3 interpreter is in the image.
     pub python_tag: Option<String>,
 }
 
@@ -122,7 +123,10 @@ pub fn wants_content(path: &str) -> bool {
         || (base == "package.json" && !path.contains("/node_modules/"))
         || matches!(
             base,
-            "requirements-dev.txt" | "dev-requirements.txt" | "requirements_dev.txt"
+            "requirements.txt"
+                | "requirements-dev.txt"
+                | "dev-requirements.txt"
+                | "requirements_dev.txt"
         )
 }
 
@@ -215,17 +219,16 @@ fn under(path: &str, root: &str) -> bool {
 pub fn classify(index: &FsIndex, base_layers: usize, task_root: &str) -> Classification {
     let mut packages: Vec<Package> = Vec::new();
     let mut listed: HashMap<String, u32> = HashMap::new();
-    let mut python_tag = None;
+    let mut interpreters = std::collections::BTreeSet::new();
 
     for (path, node) in index.iter() {
         let base = basename(path);
         let dir = parent(path);
         let dir_name = basename(dir);
-        if python_tag.is_none()
+        if !node.is_dir()
             && let Some(v) = python_version_from_path(path)
-            && !node.is_dir()
         {
-            python_tag = Some(v);
+            interpreters.insert(v);
         }
         let Some(text) = index.captured_text(node) else {
             continue;
@@ -276,7 +279,10 @@ pub fn classify(index: &FsIndex, base_layers: usize, task_root: &str) -> Classif
 
     // Directories below a distribution's install root that hold its files belong to it.
     let mut package_dirs: HashMap<String, u32> = HashMap::new();
-    for (p, &id) in &listed {
+    // Sorted, so a directory two packages share is credited the same way every run.
+    let mut sorted: Vec<(&String, &u32)> = listed.iter().collect();
+    sorted.sort();
+    for (p, &id) in sorted {
         let pkg = &packages[id as usize];
         let site = if pkg.path.ends_with(".dist-info") {
             parent(&pkg.path)
@@ -308,7 +314,10 @@ pub fn classify(index: &FsIndex, base_layers: usize, task_root: &str) -> Classif
         packages,
         listed,
         task_root: task_root.to_string(),
-        python_tag,
+        // With two interpreters in the image we cannot tell which one the
+        // function runs: then no bytecode counts as stale.
+        python_tag: (interpreters.len() == 1)
+            .then(|| interpreters.into_iter().next().expect("one")),
     }
 }
 

@@ -173,8 +173,9 @@ pub const RULES: &[Rule] = &[
             "**/__tests__/**",
             "**/__tests__",
             "**/conftest.py",
-            "**/node_modules/**/test/**",
-            "**/node_modules/**/test",
+            // A directory named test inside a package, not a package named "test".
+            "**/node_modules/*/**/test/**",
+            "**/node_modules/*/**/test",
             "**/*.test.js",
             "**/*.test.ts",
             "**/*.test.mjs",
@@ -187,7 +188,9 @@ pub const RULES: &[Rule] = &[
         reason: "test suites shipped inside packages and the function's own tests are not run in Lambda",
         profile: Profile::Safe,
         classes: &[Class::Code],
-        globs: &["**/test_*.py", "**/*_test.py", "**/test/**", "**/test"],
+        // pytest's file convention; not `*_test.py`, which runtime modules use
+        // (`ab_test.py`).
+        globs: &["**/test_*.py", "**/test/**", "**/test"],
     },
     Rule {
         id: "docs",
@@ -202,10 +205,6 @@ pub const RULES: &[Rule] = &[
             "/usr/share/gtk-doc/**",
             "/usr/local/share/man/**",
             "**/node_modules/**/*.md",
-            "**/node_modules/**/docs/**",
-            "**/node_modules/**/example/**",
-            "**/node_modules/**/examples/**",
-            "**/site-packages/**/docs/**",
         ],
     },
     Rule {
@@ -634,44 +633,65 @@ fn pyc_tag(path: &str) -> Option<&str> {
 }
 
 /// Paths belonging to development-only packages.
+/// Distribution names in a requirements file (PEP 503-normalized).
+fn requirement_names(text: &str) -> HashSet<String> {
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('-'))
+        .map(|l| {
+            let name: String = l
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .collect();
+            normalize_dist_name(&name)
+        })
+        .collect()
+}
+
 fn dev_packages(index: &FsIndex, classes: &Classification) -> HashSet<String> {
-    let mut extra_py = HashSet::new();
-    let mut extra_node = HashSet::new();
     let root = &classes.task_root;
+    let text = |name: &str| {
+        index
+            .get(&format!("{root}/{name}"))
+            .and_then(|n| index.captured_text(n))
+    };
+    let mut extra_py = HashSet::new();
     for name in [
         "requirements-dev.txt",
         "dev-requirements.txt",
         "requirements_dev.txt",
     ] {
-        if let Some(n) = index.get(&format!("{root}/{name}"))
-            && let Some(text) = index.captured_text(n)
-        {
-            for line in text.lines() {
-                let l = line.split('#').next().unwrap_or("").trim();
-                if l.is_empty() || l.starts_with('-') {
-                    continue;
-                }
-                let name: String = l
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                    .collect();
-                extra_py.insert(normalize_dist_name(&name));
-            }
+        if let Some(t) = text(name) {
+            extra_py.extend(requirement_names(t));
         }
     }
-    if let Some(n) = index.get(&format!("{root}/package.json"))
-        && let Some(text) = index.captured_text(n)
-        && let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
-        && let Some(deps) = v.get("devDependencies").and_then(|d| d.as_object())
+    // What the function says it needs at run time is never a dev dependency,
+    // whatever its name (a function may well depend on typescript or esbuild).
+    let runtime_py = text("requirements.txt")
+        .map(requirement_names)
+        .unwrap_or_default();
+    let mut extra_node = HashSet::new();
+    let mut runtime_node = HashSet::new();
+    if let Some(t) = text("package.json")
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(t)
     {
-        extra_node.extend(deps.keys().cloned());
+        let keys = |field: &str| {
+            v.get(field)
+                .and_then(|d| d.as_object())
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        extra_node.extend(keys("devDependencies"));
+        for field in ["dependencies", "optionalDependencies", "peerDependencies"] {
+            runtime_node.extend(keys(field));
+        }
     }
     let mut out = HashSet::new();
     let mut dev_ids = HashSet::new();
     for (i, p) in classes.packages.iter().enumerate() {
         let dev = match p.ecosystem {
-            "python" => is_dev_python(&p.key, &extra_py),
-            _ => is_dev_node(&p.name, &extra_node),
+            "python" => is_dev_python(&p.key, &extra_py) && !runtime_py.contains(&p.key),
+            _ => is_dev_node(&p.name, &extra_node) && !runtime_node.contains(&p.name),
         };
         if !dev {
             continue;

@@ -384,9 +384,11 @@ impl Catalog {
 
     /// The longest run of leading diff_ids shared with a known build of the same
     /// platform. Ties go to a complete match, then to a current build, then to the
-    /// shortest build (the most specific base).
+    /// shortest build (the most specific base), then to the smallest image name and
+    /// manifest digest, so the answer never depends on catalog order.
     pub fn match_base(&self, diff_ids: &[Digest], platform: &Platform) -> Option<BaseMatch> {
-        let mut best: Option<(usize, bool, bool, usize, &BaseBuild)> = None;
+        use std::cmp::Reverse;
+        let mut best = None;
         for b in &self.builds {
             if !same_platform(&b.platform, platform) {
                 continue;
@@ -401,16 +403,19 @@ impl Catalog {
                 continue;
             }
             let full = n == b.layers.len();
-            let key = (n, full, b.current, usize::MAX - b.layers.len());
-            let better = match &best {
-                None => true,
-                Some((bn, bf, bc, bl, _)) => key > (*bn, *bf, *bc, *bl),
-            };
-            if better {
-                best = Some((n, full, b.current, usize::MAX - b.layers.len(), b));
+            let key = (
+                n,
+                full,
+                b.current,
+                Reverse(b.layers.len()),
+                Reverse(b.image.as_str()),
+                Reverse(b.manifest_digest.to_string()),
+            );
+            if best.as_ref().is_none_or(|(k, _)| key > *k) {
+                best = Some((key, b));
             }
         }
-        let (n, full, _, _, b) = best?;
+        let ((n, full, ..), b) = best?;
         let newer = self
             .builds
             .iter()
@@ -562,6 +567,27 @@ mod tests {
             cat.match_base(&[d(1)], &Platform::new("linux", "arm64", None))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn equal_matches_resolve_the_same_in_any_catalog_order() {
+        let amd64 = Platform::new("linux", "amd64", None);
+        let builds = vec![
+            build("python:3.13", &[1, 2], true),
+            build("nodejs:22", &[1, 2], true),
+            build("java:21", &[1, 2], true),
+        ];
+        let mut picked = Vec::new();
+        for rotation in 0..builds.len() {
+            let mut b = builds.clone();
+            b.rotate_left(rotation);
+            let cat = Catalog {
+                builds: b,
+                status: Catalog::empty().status,
+            };
+            picked.push(cat.match_base(&[d(1), d(2)], &amd64).unwrap().image);
+        }
+        assert_eq!(picked, vec!["java:21"; 3]);
     }
 
     #[test]

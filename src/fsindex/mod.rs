@@ -261,6 +261,16 @@ impl FsIndex {
                 EntryKind::Opaque => continue,
                 EntryKind::Whiteout => {
                     let (files, bytes) = self.remove_tree(path, Loss::Deleted, Some(layer));
+                    // The layer wrote under the path before deleting the path itself:
+                    // what it wrote would be left without its directory.
+                    if self.get(path).is_none() && self.descendants(path).next().is_some() {
+                        return Err(Error::invalid(
+                            what,
+                            format!(
+                                "malformed layer: the whiteout of {path:?} comes after entries of the same layer under it"
+                            ),
+                        ));
+                    }
                     let l = &mut self.layers[layer as usize];
                     l.whiteouts += 1;
                     l.deleted.files += files;
@@ -404,6 +414,8 @@ impl FsIndex {
                 live[c as usize] = true;
             }
         }
+        // Captured texts of versions no path holds any more are of no use.
+        self.captured.retain(|id, _| live[*id as usize]);
         for (i, c) in self.contents.iter().enumerate() {
             if live[i] {
                 continue;

@@ -155,6 +155,16 @@ fn whiteout_does_not_hide_same_layer_entries() {
 }
 
 #[test]
+fn whiteout_after_same_layer_entries_under_it_is_refused() {
+    let mut ix = FsIndex::new();
+    ix.apply(vec![dir("d"), file("d/old", 1)], "l0").unwrap();
+    let err = ix
+        .apply(vec![file("d/new", 1), e("d", EntryKind::Whiteout, 0)], "l1")
+        .unwrap_err();
+    assert!(err.to_string().contains("comes after entries"), "{err}");
+}
+
+#[test]
 fn ordering_keeps_subtrees_contiguous() {
     let mut ix = FsIndex::new();
     ix.apply(
@@ -249,6 +259,10 @@ mod model {
                 EntryKind::Opaque => continue,
                 EntryKind::Whiteout => {
                     fs.retain(|p, n| !((p == &path || under(p, &path)) && n.layer != layer));
+                    // Same-layer entries left under a path that is gone: malformed.
+                    if !fs.contains_key(&path) && fs.keys().any(|p| under(p, &path)) {
+                        return Err(());
+                    }
                     continue;
                 }
                 _ => {}

@@ -20,6 +20,8 @@ use crate::image::{Compression, Descriptor};
 
 /// Largest file whose content the reader keeps for the analysis (RECORD files).
 pub const CAPTURE_MAX: u64 = 1 << 20;
+/// Most captured bytes per layer (real layers hold a few MiB of RECORD files).
+pub const CAPTURE_BUDGET: u64 = 32 << 20;
 
 #[derive(Clone)]
 pub struct ReadOptions {
@@ -410,6 +412,7 @@ fn parse(
         budget: budget.clone(),
         what: what.to_string(),
     };
+    let mut capture_budget = CAPTURE_BUDGET;
     let mut archive = tar::Archive::new(guard);
     let mut entries = Vec::new();
     {
@@ -421,7 +424,7 @@ fn parse(
             let Some(raw_entry) = iter.next() else { break };
             budget.set(u64::MAX);
             let mut e = raw_entry.map_err(|e| from_io(format!("{what}: reading tar"), e))?;
-            if let Some(entry) = convert(&mut e, opts, what)? {
+            if let Some(entry) = convert(&mut e, opts, what, &mut capture_budget)? {
                 if entries.len() >= opts.max_entries {
                     return Err(Error::invalid(
                         what,
@@ -451,7 +454,12 @@ fn parse(
 
 /// Turn one tar entry into an [`Entry`], or `None` for entries that carry no file
 /// (PAX global headers, AUFS bookkeeping).
-fn convert(e: &mut tar::Entry<impl Read>, opts: &ReadOptions, what: &str) -> Result<Option<Entry>> {
+fn convert(
+    e: &mut tar::Entry<impl Read>,
+    opts: &ReadOptions,
+    what: &str,
+    capture_budget: &mut u64,
+) -> Result<Option<Entry>> {
     let etype = e.header().entry_type();
     if etype == EntryType::XGlobalHeader {
         return Ok(None);
@@ -513,7 +521,16 @@ fn convert(e: &mut tar::Entry<impl Read>, opts: &ReadOptions, what: &str) -> Res
     };
     let (kind, sparse) = match etype {
         EntryType::Regular | EntryType::Continuous => (EntryKind::File, false),
-        EntryType::GNUSparse => (EntryKind::File, true),
+        // The tar reader expands sparse holes itself, without any limit: a 91-byte
+        // layer can declare a petabyte of zeros. OCI layers should not use them.
+        EntryType::GNUSparse => {
+            return Err(Error::unsupported(
+                what,
+                format!(
+                    "hostile or unsupported tar entry: {path:?} is a GNU sparse file (OCI layers should not use sparse files)"
+                ),
+            ));
+        }
         EntryType::Directory => (EntryKind::Dir, false),
         EntryType::Symlink => (EntryKind::Symlink(link_name()?), false),
         EntryType::Link => {
@@ -558,7 +575,11 @@ fn convert(e: &mut tar::Entry<impl Read>, opts: &ReadOptions, what: &str) -> Res
     let mut content_hash = None;
     let mut captured = None;
     if kind == EntryKind::File {
-        let capture = size <= CAPTURE_MAX && (opts.capture)(&path);
+        // Kept in memory, so bounded per layer whatever the layer's size.
+        let capture = size <= CAPTURE_MAX && size <= *capture_budget && (opts.capture)(&path);
+        if capture {
+            *capture_budget -= size;
+        }
         if capture || opts.hash_contents {
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut keep = Vec::new();

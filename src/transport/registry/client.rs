@@ -134,10 +134,45 @@ fn jitter_fraction() -> f64 {
 /// `Retry-After` as seconds or an HTTP date, capped so a hostile server cannot park us.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(60)));
-    }
-    None
+    let secs = match v.parse::<u64>() {
+        Ok(s) => s,
+        Err(_) => {
+            let at = http_date(v)?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+            at.saturating_sub(now)
+        }
+    };
+    Some(Duration::from_secs(secs.min(60)))
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) as Unix seconds.
+fn http_date(s: &str) -> Option<u64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
+        + 1;
+    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, sec] = hms.as_slice() else {
+        return None;
+    };
+    // Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + m * 60 + sec).ok()
 }
 
 fn parse_challenge(headers: &HeaderMap) -> Option<Challenge> {
@@ -508,8 +543,19 @@ impl Client {
         }
     }
 
+    /// Whether `url` is on the registry itself (same scheme, host and port, with
+    /// default ports spelled or not): only then does it get our Authorization.
     fn same_host(&self, url: &str) -> bool {
-        url.starts_with(&format!("{}/", self.base))
+        let origin = |u: &str| {
+            reqwest::Url::parse(u).ok().map(|u| {
+                (
+                    u.scheme().to_string(),
+                    u.host_str().map(str::to_ascii_lowercase),
+                    u.port_or_known_default(),
+                )
+            })
+        };
+        origin(url).is_some() && origin(url) == origin(&self.base)
     }
 
     /// Send a request with auth and retries. `build` is called for every attempt,
@@ -804,7 +850,8 @@ impl Client {
             urlencode(&desc.digest.to_string())
         );
         // Uploads may legitimately take long: allow 1 MiB/s plus the stall timeout.
-        let budget = self.io_timeout + Duration::from_secs(desc.size / (1 << 20));
+        // A whole-request limit: generous enough for an uplink of 128 KiB/s.
+        let budget = self.io_timeout + Duration::from_secs(desc.size / (128 << 10));
         let size = desc.size;
         let resp = self.send_once_with_body(
             reqwest::Method::PUT,
@@ -877,6 +924,7 @@ impl Client {
         let started = Instant::now();
         let mut location = first_location;
         let mut attempt = 0;
+        let mut reauthenticated = false;
         loop {
             let result = (|| {
                 let loc = match location.take() {
@@ -887,6 +935,17 @@ impl Client {
             })();
             match result {
                 Ok(()) => return Ok(()),
+                // A token that expired during a long upload: fetch a new one, once.
+                Err(Error::Registry {
+                    kind: RegistryErrorKind::Auth,
+                    ..
+                }) if !reauthenticated => {
+                    reauthenticated = true;
+                    self.tokens.lock().expect("not poisoned").clear();
+                    ui::trace(|| {
+                        format!("{what}: refused; restarting the upload with a fresh token")
+                    });
+                }
                 Err(e)
                     if e.is_transient()
                         && attempt + 1 < self.retry.attempts
@@ -1135,6 +1194,43 @@ mod tests {
             HeaderValue::from_static(r#"Basic realm="Registry Realm""#),
         );
         assert!(matches!(parse_challenge(&h), Some(Challenge::Basic)));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        assert_eq!(
+            http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(
+            retry_after(&h),
+            Some(Duration::ZERO),
+            "a date in the past: now"
+        );
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn authorization_stays_on_the_registry() {
+        let c = Client::new(
+            "registry.example",
+            "registry.example",
+            &super::super::RegistryOptions::default(),
+        )
+        .unwrap();
+        assert!(c.same_host("https://registry.example/v2/x/blobs/uploads/1"));
+        assert!(c.same_host("https://registry.example:443/v2/x/blobs/uploads/1"));
+        assert!(!c.same_host("https://registry.example.evil.com/v2/"));
+        assert!(!c.same_host("https://s3.amazonaws.com/bucket/blob"));
+        assert!(!c.same_host("http://registry.example/v2/"));
     }
 
     #[test]

@@ -109,7 +109,18 @@ pub fn lookup(registry: &str) -> Result<Option<Found>> {
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
     let cfg: DockerConfig = serde_json::from_slice(&raw)
-        .map_err(|e| Error::invalid(path.display(), format!("not a valid docker config: {e}")))?;
+        // serde's message can quote the offending value, which may be a secret:
+        // say where, not what.
+        .map_err(|e| {
+            Error::invalid(
+                path.display(),
+                format!(
+                    "not a valid docker config (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
     let target = normalize_server(registry);
 
     if let Some((_, helper)) = cfg
