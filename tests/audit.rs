@@ -15,7 +15,7 @@ use coldpress::example::{ImageSpec, Item, app_rest_layers, base_layers, code_lay
 use coldpress::image::Compression;
 use coldpress::transport::oci_layout::OciLayoutSink;
 use serde_json::Value;
-use support::{Env, Registry, edge, skopeo_copy};
+use support::{Env, Registry, assert_success, edge, skopeo_copy};
 
 fn spec(cmd: &[&str]) -> ImageSpec {
     ImageSpec::lambda(cmd)
@@ -383,7 +383,7 @@ fn audit_a_registry() {
         .arg(&shot)
         .output()
         .expect("node is needed for the browser test");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_success(&o, "browser check");
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["errors"], serde_json::json!([]), "console errors");
     assert_eq!(

@@ -24,6 +24,11 @@ fn fails(env: &Env, args: &[&str], code: i32) -> String {
     errors[0].to_string()
 }
 
+/// `analyze REFERENCE --offline` must fail with exit 1 and one error line.
+fn analyze_fails(env: &Env, reference: &str) -> String {
+    fails(env, &["analyze", reference, "--offline"], 1)
+}
+
 fn manifest_of(layout: &Path, tag: &str) -> serde_json::Value {
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
@@ -64,61 +69,36 @@ fn unknown_images_name_what_was_missing() {
         &[],
     );
     let env = Env::new();
-    let line = fails(
-        &env,
-        &[
-            "analyze",
-            &format!("{}/app:nope", registry.host),
-            "--offline",
-        ],
-        1,
-    );
-    assert!(
-        line.contains("app:nope") && line.contains("not found"),
-        "{line}"
-    );
-    let line = fails(
-        &env,
-        &[
-            "analyze",
-            &format!("{}/nothing/here:v1", registry.host),
-            "--offline",
-        ],
-        1,
-    );
-    assert!(
-        line.contains("nothing/here") && line.contains("not found"),
-        "{line}"
-    );
-    let line = fails(
-        &env,
-        &[
-            "analyze",
-            &format!("oci:{}:nope", layout.path().display()),
-            "--offline",
-        ],
-        1,
-    );
-    assert!(
-        line.contains("not found") && line.contains("base, app, app-v2"),
-        "{line}"
-    );
-    let closed = support::free_port();
-    let line = fails(
-        &env,
-        &[
-            "analyze",
-            &format!("127.0.0.1:{closed}/app:v1",),
-            "--offline",
-            "--retries",
-            "1",
-        ],
-        1,
-    );
-    assert!(
-        line.contains(&format!("127.0.0.1:{closed}")) && line.contains("connection"),
-        "{line}"
-    );
+    let closed = format!("127.0.0.1:{}", support::free_port());
+    let cases = [
+        (
+            format!("{}/app:nope", registry.host),
+            vec!["app:nope", "not found"],
+        ),
+        (
+            format!("{}/nothing/here:v1", registry.host),
+            vec!["nothing/here", "not found"],
+        ),
+        (
+            format!("oci:{}:nope", layout.path().display()),
+            vec!["not found", "base, app, app-v2"],
+        ),
+        (
+            format!("{closed}/app:v1"),
+            vec![closed.as_str(), "connection"],
+        ),
+    ];
+    for (reference, expect) in &cases {
+        let line = fails(
+            &env,
+            &["analyze", reference, "--offline", "--retries", "1"],
+            1,
+        );
+        assert!(
+            expect.iter().all(|e| line.contains(e)),
+            "{reference}: {line}"
+        );
+    }
 }
 
 #[test]
@@ -132,15 +112,7 @@ fn a_corrupted_blob_is_caught_and_named() {
     bytes[mid] ^= 0xff;
     fs::write(&path, bytes).unwrap();
     let env = Env::new();
-    let line = fails(
-        &env,
-        &[
-            "analyze",
-            &format!("oci:{}:app", layout.path().display()),
-            "--offline",
-        ],
-        1,
-    );
+    let line = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
     // Flipping a byte inside the deflate stream breaks either the gzip CRC or our digest check;
     // both must name the layer.
     assert!(line.contains(digest), "{line}");
@@ -164,11 +136,7 @@ fn a_corrupted_blob_is_caught_and_named() {
     let n = bytes.len();
     bytes[n - 9] ^= 0xff; // inside the gzip trailer: the CRC/size check or the digest fails
     fs::write(&stored, bytes).unwrap();
-    let line = fails(
-        &env,
-        &["analyze", &format!("{}/app:v1", registry.host), "--offline"],
-        1,
-    );
+    let line = analyze_fails(&env, &format!("{}/app:v1", registry.host));
     assert!(line.contains(digest), "{line}");
 }
 
@@ -215,15 +183,7 @@ fn a_wrong_diff_id_is_caught() {
         cfg["rootfs"]["diff_ids"][2] = wrong.clone().into();
     });
     let env = Env::new();
-    let line = fails(
-        &env,
-        &[
-            "analyze",
-            &format!("oci:{}:app", layout.path().display()),
-            "--offline",
-        ],
-        1,
-    );
+    let line = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
     assert!(line.contains("diff_id") && line.contains(&wrong), "{line}");
 }
 
@@ -234,15 +194,7 @@ fn media_type_and_content_must_agree() {
         m["layers"][2]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into();
     });
     let env = Env::new();
-    let line = fails(
-        &env,
-        &[
-            "analyze",
-            &format!("oci:{}:app", layout.path().display()),
-            "--offline",
-        ],
-        1,
-    );
+    let line = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
     assert!(
         line.contains("says zstd") && line.contains("gzip"),
         "{line}"
@@ -271,15 +223,7 @@ fn schema1_and_unknown_types_are_refused_clearly() {
         }));
     fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
     let env = Env::new();
-    let line = fails(
-        &env,
-        &[
-            "analyze",
-            &format!("oci:{}:old", layout.path().display()),
-            "--offline",
-        ],
-        1,
-    );
+    let line = analyze_fails(&env, &format!("oci:{}:old", layout.path().display()));
     assert!(
         line.contains("schema 1") && line.contains("re-push"),
         "{line}"
@@ -288,15 +232,7 @@ fn schema1_and_unknown_types_are_refused_clearly() {
     tamper(layout.path(), |m, _| {
         m["layers"][0]["mediaType"] = "application/x-unknown-layer".into();
     });
-    let line = fails(
-        &env,
-        &[
-            "analyze",
-            &format!("oci:{}:app", layout.path().display()),
-            "--offline",
-        ],
-        1,
-    );
+    let line = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
     assert!(line.contains("application/x-unknown-layer"), "{line}");
 }
 
@@ -335,15 +271,7 @@ fn truncated_compressed_layers_are_caught() {
     );
     let env = Env::new();
     for tag in ["gzip", "zstd"] {
-        let line = fails(
-            &env,
-            &[
-                "analyze",
-                &format!("oci:{}:{tag}", layout.path().display()),
-                "--offline",
-            ],
-            1,
-        );
+        let line = analyze_fails(&env, &format!("oci:{}:{tag}", layout.path().display()));
         assert!(line.contains("layer sha256:"), "{tag}: {line}");
     }
 }
@@ -375,28 +303,12 @@ fn malformed_and_oversized_manifests_are_refused() {
     }
     fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
     let env = Env::new();
-    let line = fails(
-        &env,
-        &[
-            "analyze",
-            &format!("oci:{}:broken", layout.path().display()),
-            "--offline",
-        ],
-        1,
-    );
+    let line = analyze_fails(&env, &format!("oci:{}:broken", layout.path().display()));
     assert!(
         line.contains("not valid JSON") || line.contains("malformed"),
         "{line}"
     );
-    let line = fails(
-        &env,
-        &[
-            "analyze",
-            &format!("oci:{}:huge", layout.path().display()),
-            "--offline",
-        ],
-        1,
-    );
+    let line = analyze_fails(&env, &format!("oci:{}:huge", layout.path().display()));
     assert!(
         line.contains("too large") || line.contains("limit"),
         "{line}"

@@ -10,7 +10,9 @@ use std::path::Path;
 
 use coldpress::image::Compression;
 use serde_json::Value;
-use support::{Env, FsEntry, Registry, edge, rootfs, skopeo_copy, umoci_unpack, walk};
+use support::{
+    Env, FsEntry, Registry, assert_success, edge, rootfs, skopeo_copy, umoci_unpack, walk,
+};
 
 fn optimize(env: &Env, src: &str, dst: &str, extra: &[&str]) -> Value {
     let mut args = vec!["optimize", src, dst, "--offline", "--format", "json", "-q"];
@@ -99,11 +101,7 @@ fn history_layers(layout: &Path, tag: &str) -> (usize, usize) {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "skopeo inspect --config");
     let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
     let layers = cfg["rootfs"]["diff_ids"].as_array().unwrap().len();
     let history = cfg["history"]
@@ -403,54 +401,33 @@ fn dry_run_thresholds_and_zstd() {
         "a dry run writes nothing"
     );
 
-    let o = env.run(&[
-        "optimize",
-        &src,
-        &dst,
-        "--offline",
-        "--base-image",
-        &base,
-        "--fail-if-cold-start-bytes-over",
-        "1KB",
-        "-q",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cold-start bytes"));
-    assert!(!tagged(out.path(), "x"), "a failed gate tags nothing");
-    let o = env.run(&[
-        "optimize",
-        &src,
-        &dst,
-        "--offline",
-        "--base-image",
-        &base,
-        "--fail-if-savings-under",
-        "99",
-        "-q",
-    ]);
-    assert_eq!(o.status.code(), Some(3));
-    let o = env.run(&[
-        "optimize",
-        &src,
-        &dst,
-        "--offline",
-        "--base-image",
-        &base,
-        "--fail-if-savings-under",
-        "50",
-        "-q",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    // CI gates: exit 3 and no tag when a threshold is missed, 0 when it is met.
+    for (flag, value, code, says) in [
+        (
+            "--fail-if-cold-start-bytes-over",
+            "1KB",
+            3,
+            "cold-start bytes",
+        ),
+        ("--fail-if-savings-under", "99", 3, "nothing was tagged"),
+        ("--fail-if-savings-under", "50", 0, ""),
+    ] {
+        let o = env.run(&[
+            "optimize",
+            &src,
+            &dst,
+            "--offline",
+            "--base-image",
+            &base,
+            flag,
+            value,
+            "-q",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{flag} {value}: {err}");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+        assert_eq!(tagged(out.path(), "x"), code == 0, "{flag} {value}");
+    }
 
     let o = env.run(&[
         "optimize",
@@ -464,7 +441,7 @@ fn dry_run_thresholds_and_zstd() {
         "--format",
         "json",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_success(&o, "optimize --compression zstd");
     assert!(
         String::from_utf8_lossy(&o.stderr)
             .contains("zstd layers are for images that run elsewhere")
@@ -498,11 +475,7 @@ fn config_of(reference: &str) -> Value {
         .args(["inspect", "--tls-verify=false", "--config", reference])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "skopeo inspect --config");
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use base64::Engine;
-use support::{Env, Registry, skopeo_copy};
+use support::{Env, Registry, assert_success, skopeo_copy};
 
 const USER: &str = "ci-robot";
 const PASSWORD: &str = "s3cret-Pa55-do-not-print";
@@ -67,11 +67,7 @@ fn docker_config_auths_work_and_wrong_ones_say_where_they_came_from() {
         serde_json::json!({"auths": {registry.host.clone(): {"auth": auth}}}),
     );
     let out = env.run(&["analyze", &image, "--offline", "--format", "json", "-v"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "analyze with docker-config auth");
     assert_no_secret(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["source"]["reference"], image);
@@ -123,11 +119,7 @@ fn username_and_password_stdin() {
         .write_all(format!("{PASSWORD}\n").as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "analyze with --password-stdin");
     assert_no_secret(&out);
 }
 
@@ -165,11 +157,7 @@ fn credential_helpers_and_stores() {
         .args(["analyze", &image, "--offline", "-v"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "analyze with credHelpers");
     assert_no_secret(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("credHelpers 'fake'"));
     assert_eq!(
@@ -186,11 +174,7 @@ fn credential_helpers_and_stores() {
         .args(["analyze", &image, "--offline"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "credsStore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "credsStore");
 
     // A store that has nothing for this registry means anonymous, which is denied here.
     write_config(&env, serde_json::json!({"credsStore": "empty"}));

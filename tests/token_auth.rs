@@ -11,7 +11,7 @@ use std::process::Output;
 use base64::Engine;
 use serde_json::json;
 use support::token::TokenServer;
-use support::{Env, Registry};
+use support::{Env, Registry, assert_success};
 
 const USER: &str = "deployer";
 const PASSWORD: &str = "t0ken-flow-Secret-42";
@@ -72,11 +72,7 @@ fn token_flow() {
         "json",
         "-vv",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "optimize through the token server");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("GET token from"),
         "the token flow was used"
@@ -95,11 +91,7 @@ fn token_flow() {
         "json",
         "-v",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "analyze of the pushed image");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let transfers: Vec<&str> = r["new_layers"]
         .as_array()
@@ -122,11 +114,7 @@ fn token_flow() {
         &base,
         "-v",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "audit through the token server");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("audited 3 of 3 images"),
         "{}",
@@ -142,11 +130,7 @@ fn token_flow() {
     )
     .unwrap();
     let out = env2.run(&["analyze", &app, "--offline", "-v"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "analyze with an identity token");
     outputs.push(out);
 
     // Refused credentials: the error names the registry and where they came from.

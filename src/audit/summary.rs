@@ -169,12 +169,7 @@ pub fn markdown(s: &Summary) -> String {
     );
     o += "| base | images | cold start now | after slimming |\n|---|---:|---:|---:|\n";
     for (b, g) in &s.bases {
-        o += &format!(
-            "| `{b}` | {} | {} | {} |\n",
-            g.images,
-            human_bytes(g.cold_start_bytes.now),
-            human_bytes(g.cold_start_bytes.after_slimming)
-        );
+        o += &group_row(b, g);
     }
     if !s.stale_bases.is_empty() {
         o += "\n**Stale bases**\n\n| base | build | images |\n|---|---|---:|\n";
@@ -196,12 +191,7 @@ pub fn markdown(s: &Summary) -> String {
             .then(a.0.cmp(b.0))
     });
     for (r, g) in repos {
-        o += &format!(
-            "| `{r}` | {} | {} | {} |\n",
-            g.images,
-            human_bytes(g.cold_start_bytes.now),
-            human_bytes(g.cold_start_bytes.after_slimming)
-        );
+        o += &group_row(r, g);
     }
     if !s.findings.is_empty() {
         o += "\n| finding | images |\n|---|---:|\n";
@@ -221,6 +211,15 @@ pub fn markdown(s: &Summary) -> String {
         }
     }
     o
+}
+
+fn group_row(name: &str, g: &Group) -> String {
+    format!(
+        "| `{name}` | {} | {} | {} |\n",
+        g.images,
+        human_bytes(g.cold_start_bytes.now),
+        human_bytes(g.cold_start_bytes.after_slimming)
+    )
 }
 
 pub fn write_outputs(

@@ -17,6 +17,15 @@ use sha2::{Digest as _, Sha256};
 
 pub const INSTALL_HINT: &str = "run scripts/test (it installs the test tools), or: apt-get install -y docker-registry skopeo umoci apache2-utils debootstrap";
 
+/// A command that had to succeed: fail with its stderr, prefixed by `what`.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Fail loudly when a tool the test needs is missing.
 pub fn require(tool: &str, package: &str) -> PathBuf {
     for dir in std::env::var("PATH")
@@ -155,11 +164,7 @@ pub fn skopeo_copy(src: &str, dst: &str, extra: &[&str]) {
         .arg(dst)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo copy {src} {dst} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, &format!("skopeo copy {src} {dst}"));
 }
 
 /// An isolated environment for the coldpress binary: its own cache, HOME and docker config.

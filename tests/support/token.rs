@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
-use super::require;
+use super::{assert_success, require};
 
 pub const SERVICE: &str = "coldpress-test-registry";
 pub const ISSUER: &str = "coldpress-test-issuer";
@@ -34,11 +34,7 @@ fn sign(key: &Path, input: &str, dir: &Path) -> Vec<u8> {
         .arg(&data)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl sign: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "openssl sign");
     out.stdout
 }
 
@@ -96,11 +92,7 @@ impl TokenServer {
             .arg(&cert)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "openssl req");
         let der = Command::new("openssl")
             .args(["x509", "-outform", "der", "-in"])
             .arg(&cert)
