@@ -59,6 +59,40 @@ fn references_that_do_not_parse_are_usage_errors() {
     }
 }
 
+/// 0.0.0.0 reaches the loopback registry but is not a loopback name, so it is treated
+/// like any remote host: HTTPS unless the user names it with --insecure-registry.
+#[test]
+fn plain_http_off_loopback_needs_insecure_registry() {
+    let layout = example();
+    let registry = Registry::start();
+    skopeo_copy(
+        &format!("oci:{}:app", layout.path().display()),
+        &format!("docker://{}/app:v1", registry.host),
+        &[],
+    );
+    let port = registry.host.rsplit(':').next().unwrap();
+    let host = format!("0.0.0.0:{port}");
+    let image = format!("{host}/app:v1");
+    let env = Env::new();
+    let line = fails(&env, &["analyze", &image, "--offline", "--retries", "1"], 1);
+    assert!(
+        line.contains(&host) && line.contains("--insecure-registry"),
+        "names the registry and the way out: {line}"
+    );
+    let r = env.json(&[
+        "analyze",
+        &image,
+        "--offline",
+        "--insecure-registry",
+        &host,
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(r["source"]["reference"], image.as_str());
+    assert_eq!(r["before"]["layers"], 6);
+}
+
 #[test]
 fn unknown_images_name_what_was_missing() {
     let layout = example();

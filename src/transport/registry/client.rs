@@ -1087,6 +1087,10 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         source = s.source();
     }
     match root {
+        // rustls's words for an HTTP answer to a TLS hello.
+        Some(r) if r.contains("InvalidContentType") => format!(
+            "{kind} ({r}): the server does not speak TLS; for a plain-HTTP registry pass --insecure-registry HOST[:PORT]"
+        ),
         Some(r) => format!("{kind} ({r})"),
         None => kind.to_string(),
     }
