@@ -243,6 +243,28 @@ fn realistic_lambda_image() {
     assert_ne!(layer(&o2, "code")["digest"], layer(&o, "code")["digest"]);
     assert_eq!(layer(&o2, "deps")["transfer"], "existed");
     assert_eq!(layer(&o2, "code")["transfer"], "uploaded");
+    assert_eq!(
+        layer(&o2, "system")["digest"],
+        layer(&o, "system")["digest"]
+    );
+    // Code last and smallest: a code-only deploy ships one small layer.
+    for r in [&o, &o2] {
+        let layers = r["new_layers"].as_array().unwrap();
+        let code = layers.last().unwrap();
+        assert_eq!(code["role"], "code");
+        let code_bytes = code["compressed_bytes"].as_u64().unwrap();
+        assert!(
+            layers[..layers.len() - 1]
+                .iter()
+                .filter(|l| l["role"] != "base")
+                .all(|l| l["compressed_bytes"].as_u64().unwrap() > code_bytes),
+            "{layers:?}"
+        );
+    }
+    eprintln!(
+        "code-only change: uploaded {} bytes in {} blobs, reused {} bytes",
+        o2["push"]["uploaded_bytes"], o2["push"]["uploaded_blobs"], o2["push"]["reused_bytes"]
+    );
     eprintln!(
         "realistic: compressed {} -> {}, cold start {} -> {}, removed {} bytes {}, deps layer {}",
         o["before"]["compressed_bytes"],

@@ -386,7 +386,8 @@ pub mod token;
 /// packages, a build toolchain left in), built once and cached. Tags: base,
 /// base-v2, app, app-v2 (see tests/fixtures/realistic/README.md).
 pub fn realistic_fixture() -> PathBuf {
-    let dir = fixture_cache().join("realistic");
+    // Keyed by the recipe, so an edited build.sh never reuses a stale cache.
+    let dir = fixture_cache().join(format!("realistic-{}", recipe_key()));
     with_lock("realistic", || {
         if dir.join("index.json").is_file() {
             return;
@@ -551,4 +552,30 @@ pub fn push_example(registry: &Registry, pairs: &[(&str, &str)], flags: &[&str])
             &all,
         );
     }
+}
+
+/// The first 12 hex digits of a sha256 over the realistic fixture's recipe files
+/// (its READMEs do not change the image).
+fn recipe_key() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/realistic");
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_none_or(|x| x != "md") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.strip_prefix(&root).unwrap().to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(fs::read(&f).unwrap());
+    }
+    hex::encode(h.finalize())[..12].to_string()
 }
