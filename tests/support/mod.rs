@@ -68,16 +68,27 @@ impl Registry {
 
     /// A registry that trusts a token server (`auth: token`).
     pub fn start_token(auth: &str) -> Registry {
-        Self::start_inner(None, Some(auth.to_string()))
+        Self::start_inner(None, Some(auth.to_string()), None)
+    }
+
+    /// A registry that serves HTTPS with the given certificate and key (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> Registry {
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        Self::start_inner(None, None, Some(tls))
     }
 
     fn start_with(credentials: Option<(String, String)>) -> Registry {
-        Self::start_inner(credentials, None)
+        Self::start_inner(credentials, None, None)
     }
 
     fn start_inner(
         credentials: Option<(String, String)>,
         auth_section: Option<String>,
+        tls_section: Option<String>,
     ) -> Registry {
         let bin = require("docker-registry", "docker-registry");
         for _attempt in 0..5 {
@@ -97,8 +108,9 @@ impl Registry {
                 );
             }
             let config = format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-                dir.path().join("data").display()
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{auth}",
+                dir.path().join("data").display(),
+                tls = tls_section.as_deref().unwrap_or_default(),
             );
             let cfg = dir.path().join("config.yml");
             fs::write(&cfg, config).unwrap();

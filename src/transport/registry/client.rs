@@ -295,6 +295,9 @@ impl Client {
         let plain = crate::reference::is_loopback_host(registry)
             || opts.insecure.iter().any(|h| h == registry);
         let scheme = if plain { "http" } else { "https" };
+        // reqwest is built without a crypto provider (Cargo.toml); the first client
+        // installs ring process-wide, later calls find it already there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = Http::builder()
             .connect_timeout(opts.connect_timeout)
             .timeout(opts.io_timeout)
@@ -1090,6 +1093,10 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         // rustls's words for an HTTP answer to a TLS hello.
         Some(r) if r.contains("InvalidContentType") => format!(
             "{kind} ({r}): the server does not speak TLS; for a plain-HTTP registry pass --insecure-registry HOST[:PORT]"
+        ),
+        // A private CA: the usual fix, as for curl, git or skopeo, is to trust it.
+        Some(r) if r.contains("UnknownIssuer") => format!(
+            "{kind} ({r}): the registry's certificate is not signed by a trusted CA; add the CA to the system trust store or set SSL_CERT_FILE to a PEM bundle that has it"
         ),
         Some(r) => format!("{kind} ({r})"),
         None => kind.to_string(),
