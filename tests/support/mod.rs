@@ -421,6 +421,11 @@ pub fn realistic_fixture() -> PathBuf {
             .arg(&script)
             .arg(&dir)
             .arg("--no-verify")
+            .env(
+                "COLDPRESS_FIXTURE_CACHE",
+                std::env::var_os("COLDPRESS_FIXTURE_CACHE")
+                    .unwrap_or_else(|| fixture_cache().join("downloads").into()),
+            )
             .status()
             .unwrap();
         assert!(
@@ -566,28 +571,17 @@ pub fn push_example(registry: &Registry, pairs: &[(&str, &str)], flags: &[&str])
     }
 }
 
-/// The first 12 hex digits of a sha256 over the realistic fixture's recipe files
-/// (its READMEs do not change the image).
+/// The realistic fixture's cache key, as its build script computes it (a hash of
+/// the recipe; scripts/fixture and scripts/bench ask the same script).
 fn recipe_key() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/realistic");
-    let mut files = Vec::new();
-    let mut dirs = vec![root.clone()];
-    while let Some(d) = dirs.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_none_or(|x| x != "md") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    let mut h = Sha256::new();
-    for f in files {
-        h.update(f.strip_prefix(&root).unwrap().to_string_lossy().as_bytes());
-        h.update([0]);
-        h.update(fs::read(&f).unwrap());
-    }
-    hex::encode(h.finalize())[..12].to_string()
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/realistic/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--key")
+        .output()
+        .unwrap();
+    assert_success(&out, "build.sh --key");
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(key.len(), 12, "build.sh --key printed {key:?}");
+    key
 }
