@@ -109,10 +109,12 @@ impl Error {
         )
     }
 
-    /// Exit code for `main`: 2 usage, 3 threshold, 1 everything else.
+    /// Exit code for `main`: 2 usage (flags that cannot work together), 3 threshold,
+    /// 1 everything else. A reference that does not parse is bad input, like a
+    /// missing tag, so it is 1 (issue 5), as in crane and skopeo.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Reference { .. } => 2,
+            Error::Usage(_) => 2,
             Error::Threshold(_) => 3,
             _ => 1,
         }
