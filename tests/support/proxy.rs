@@ -1,9 +1,12 @@
 //! A fault-injecting HTTP proxy for the reliability tests: it sits between
 //! coldpress and the real distribution registry and, at a configurable rate and
 //! seed, answers 500/502/503, answers 429 with Retry-After, resets connections
-//! before answering, stalls, and truncates response bodies mid-stream.
+//! (a TCP RST halfway through a download's body, or before answering anything
+//! else, e.g. while an upload is still being sent), stalls, and truncates
+//! response bodies mid-stream (a clean close where the headers promised more).
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -88,9 +91,29 @@ fn text(code: u16, msg: &str) -> Response<Body> {
         .unwrap()
 }
 
+/// Make the kernel answer the connection's close with RST instead of FIN.
+fn reset_on_close(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `fd` is the connection's socket, open while its handler runs.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
 async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
+    fd: RawFd,
 ) -> Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     let (delay, stall) = {
@@ -112,7 +135,12 @@ async fn handle(
             *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             return Ok(r);
         }
-        Some(Fault::Reset) => return Err("injected connection reset".into()),
+        Some(Fault::Reset) => {
+            reset_on_close(fd);
+            if req.method() != hyper::Method::GET {
+                return Err("injected connection reset".into());
+            }
+        }
         Some(Fault::Stall) => {
             tokio::time::sleep(stall).await;
             return Err("injected stall".into());
@@ -132,14 +160,14 @@ async fn handle(
     let upstream = Request::from_parts(parts, body.boxed());
     let resp = state.client.request(upstream).await?;
     let (parts, body) = resp.into_parts();
-    if fault != Some(Fault::Truncate) {
+    if !matches!(fault, Some(Fault::Truncate | Fault::Reset)) {
         return Ok(Response::from_parts(
             parts,
             body.map_err(|e| Box::new(e) as _).boxed(),
         ));
     }
     // Send about half of the body (the headers still promise all of it), then
-    // break the connection.
+    // break the connection: a FIN for a truncation, a RST for a reset.
     let full = body.collect().await?.to_bytes();
     let cut = full.len() / 2;
     Ok(Response::from_parts(
@@ -210,8 +238,9 @@ impl Proxy {
                     continue;
                 };
                 let state = state.clone();
+                let fd = stream.as_raw_fd();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, state.clone()));
+                    let svc = service_fn(move |req| handle(req, state.clone(), fd));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
