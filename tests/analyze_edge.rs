@@ -29,7 +29,7 @@ fn final_filesystem_matches_umoci_for_every_layer_rule() {
     let report = analyze(&env, &format!("oci:{}:oci-gzip", layout.path().display()));
     let ours = files(&report);
     let bundle = umoci_unpack(layout.path(), "oci-gzip");
-    let theirs = walk(&rootfs(&bundle), true);
+    let theirs = walk(&rootfs(&bundle));
     let diffs = differences(&ours, &theirs);
     assert!(
         diffs.is_empty(),
@@ -156,7 +156,7 @@ fn every_encoding_and_transport_gives_the_same_filesystem() {
     // umoci reads uncompressed layers too (not zstd: umoci 0.4.7 predates it; the
     // zstd variant is held to the gzip variant above instead).
     let bundle = umoci_unpack(layout.path(), "oci-none");
-    let theirs = walk(&rootfs(&bundle), true);
+    let theirs = walk(&rootfs(&bundle));
     let diffs = differences(
         &files(&analyze(
             &env,

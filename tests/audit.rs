@@ -410,7 +410,14 @@ fn audit_a_registry() {
     );
     assert_ne!(asc, desc);
     assert_eq!(v["ariaAsc"], "ascending");
-    assert!(shot.is_file());
+    // One pair of bars (now, after) per repository that has a good image.
+    let repos: BTreeSet<&str> = f.good.iter().map(|(r, _)| r.as_str()).collect();
+    assert!(repos.len() > 1 && repos.len() <= 40);
+    assert_eq!(v["bars"], repos.len(), "a bar per repository");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a real screenshot"
+    );
 }
 
 #[test]

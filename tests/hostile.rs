@@ -3,7 +3,9 @@
 
 mod support;
 
-use support::{Env, header, raw_image, set_raw_name};
+use std::path::Path;
+
+use support::{Env, header, raw_image, run_measured, set_raw_name};
 use tar::EntryType;
 
 fn tar_of(entries: &[(tar::Header, Vec<u8>)]) -> Vec<u8> {
@@ -39,6 +41,51 @@ fn extension(kind: EntryType, size: usize) -> Vec<(tar::Header, Vec<u8>)> {
     let mut h = header(kind, size as u64);
     set_raw_name(&mut h, b"././@LongLink");
     vec![(h, data), file(b"after", b"x")]
+}
+
+/// A PAX `path` record (raw bytes, NUL included) naming the regular file after it.
+fn pax_path(path: &[u8]) -> Vec<(tar::Header, Vec<u8>)> {
+    let body_len = " path=".len() + path.len() + 1;
+    let mut len = body_len + 1;
+    while len.to_string().len() + body_len != len {
+        len += 1;
+    }
+    let mut rec = format!("{len} path=").into_bytes();
+    rec.extend_from_slice(path);
+    rec.push(b'\n');
+    let mut h = header(EntryType::XHeader, rec.len() as u64);
+    set_raw_name(&mut h, b"././@PaxHeader");
+    vec![(h, rec), file(b"placeholder", b"x")]
+}
+
+/// What an escape would have touched: existence, size and mtime of each path.
+fn snapshot(paths: &[&Path]) -> Vec<Option<(u64, i64)>> {
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::symlink_metadata(p)
+                .ok()
+                .map(|m| (m.size(), m.mtime()))
+        })
+        .collect()
+}
+
+/// Every path under `root`, relative, sorted.
+fn tree(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() && !p.is_symlink() {
+                dirs.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 struct Case {
@@ -121,6 +168,12 @@ fn hostile_layers_are_refused_with_a_clear_error() {
             expect: "not valid UTF-8",
         },
         Case {
+            name: "NUL in a PAX path",
+            layers: vec![tar_of(&pax_path(b"etc/pass\0wd"))],
+            args: &[],
+            expect: "NUL",
+        },
+        Case {
             name: "huge PAX header",
             layers: vec![tar_of(&extension(EntryType::XHeader, 64 << 20))],
             args: &[],
@@ -153,7 +206,22 @@ fn hostile_layers_are_refused_with_a_clear_error() {
     ];
     let env = Env::new();
     let dir = tempfile::tempdir().unwrap();
-    let cwd = tempfile::tempdir().unwrap();
+    // Run three levels deep in a sandbox with its own TMPDIR, so that the `../`
+    // escapes would land inside the sandbox, where they can be seen.
+    let sandbox = tempfile::tempdir().unwrap();
+    let cwd = sandbox.path().join("a/b/c");
+    let tmp = sandbox.path().join("tmp");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    let targets = [
+        Path::new("/etc/passwd"),
+        Path::new("/etc/evil"),
+        Path::new("/etc/shadow"),
+        Path::new("/tmp/passwd"),
+        Path::new("/etc/pass"),
+    ];
+    let before = snapshot(&targets);
+    let mut peak_kib = 0;
     let mut table = String::from("| case | error |\n|---|---|\n");
     for (i, c) in cases.iter().enumerate() {
         let tag = format!("case{i}");
@@ -167,12 +235,9 @@ fn hostile_layers_are_refused_with_a_clear_error() {
             }
             args.extend_from_slice(&["--offline", "-q"]);
             args.extend_from_slice(c.args);
-            let out = env
-                .cmd()
-                .current_dir(cwd.path())
-                .args(&args)
-                .output()
-                .unwrap();
+            let (out, kib) =
+                run_measured(env.cmd().current_dir(&cwd).env("TMPDIR", &tmp).args(&args));
+            peak_kib = peak_kib.max(kib);
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(
                 out.status.code(),
@@ -198,8 +263,17 @@ fn hostile_layers_are_refused_with_a_clear_error() {
             }
         }
     }
-    // Nothing was written where coldpress was run, and no tag was made.
-    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
+    // Nothing was written anywhere an entry pointed, in the sandbox (its temporary
+    // directories cleaned up) or on the machine, and no tag was made.
+    assert_eq!(tree(sandbox.path()), ["a", "a/b", "a/b/c", "tmp"]);
+    assert_eq!(snapshot(&targets), before, "{targets:?} changed");
+    // 64 MiB extension records and 64 MiB of zeros went by, none of it held:
+    // memory stayed at coldpress's usual working set.
+    assert!(
+        peak_kib < 60 * 1024,
+        "peak memory {peak_kib} KiB: something was buffered whole"
+    );
+    eprintln!("peak memory over all cases: {peak_kib} KiB");
     let index = std::fs::read_to_string(dir.path().join("index.json")).unwrap();
     assert!(!index.contains("\"out"), "no output was tagged");
     eprintln!("{table}");
@@ -247,11 +321,34 @@ fn devices_fifos_and_link_loops_are_data_not_actions() {
     );
     // The rewrite carries them as entries (never creating them on this machine).
     let out = tempfile::tempdir().unwrap();
-    env.ok(&[
-        "optimize",
-        &src,
-        &format!("oci:{}:x", out.path().display()),
-        "--offline",
-        "-q",
-    ]);
+    let dst = format!("oci:{}:x", out.path().display());
+    env.ok(&["optimize", &src, &dst, "--offline", "-q"]);
+    let listed = |reference: &str| {
+        let r = env.json(&[
+            "analyze",
+            reference,
+            "--offline",
+            "--list-files",
+            "--format",
+            "json",
+            "-q",
+        ]);
+        let mut v: Vec<String> = r["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {} {} link={} device={}",
+                    f["path"], f["type"], f["mode"], f["link"], f["device"]
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (a, b) = (listed(&src), listed(&dst));
+    assert_eq!(a.len(), 5, "{a:?}");
+    assert!(a[2].contains("device=\"1,3\""), "{a:?}");
+    assert_eq!(a, b, "the output has the same devices, FIFO and links");
 }

@@ -115,12 +115,14 @@ fn killed_pushes_never_leave_a_partial_tag() {
             assert_eq!(status, 202, "deleting the manifest");
         }
         for d in &new_layers {
-            support::http_status(
+            let status = support::http_status(
                 &registry.host,
                 "DELETE",
                 &format!("/v2/fn/app-slim/blobs/{d}"),
                 &[],
             );
+            // 404: the killed run never got to upload it.
+            assert!(status == 202 || status == 404, "deleting {d}: {status}");
         }
     };
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
@@ -180,7 +182,21 @@ fn killed_pushes_never_leave_a_partial_tag() {
         reusable > 0,
         "no kill landed while layers were being uploaded"
     );
-    // The next run completes, reusing the blobs the killed runs uploaded.
+    // The next run completes, reusing the blobs the killed runs uploaded: the
+    // registry's log shows no upload of any of them.
+    let up_before: Vec<&String> = new_layers
+        .iter()
+        .filter(|d| {
+            support::http_status(
+                &registry.host,
+                "HEAD",
+                &format!("/v2/fn/app-slim/blobs/{d}"),
+                &[],
+            ) == 200
+        })
+        .collect();
+    assert_eq!(up_before.len(), reusable);
+    let log_start = registry.log().len();
     let after: Value =
         serde_json::from_str(&env.ok(&args(&dst).iter().map(String::as_str).collect::<Vec<_>>()))
             .unwrap();
@@ -191,6 +207,22 @@ fn killed_pushes_never_leave_a_partial_tag() {
         reused >= base_layers + reusable as u64,
         "the uploaded layers are reused: {}",
         after["push"]
+    );
+    let log = registry.log()[log_start..].to_string();
+    let uploads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("/blobs/uploads/"))
+        .collect();
+    for d in &up_before {
+        let hex = d.trim_start_matches("sha256:");
+        assert!(
+            uploads.iter().all(|l| !l.contains(hex)),
+            "{d} was uploaded again:\n{uploads:#?}"
+        );
+    }
+    assert!(
+        log.contains("PUT /v2/fn/app-slim/manifests/"),
+        "the final run tagged:\n{log}"
     );
     eprintln!(
         "20 kills within {:.2}s runs: {untagged} left no tag ({mid_push} of them after new layers were uploaded), {tagged} had completed; after a kill with {reusable} new layers up, the next run reused {reused} blobs and uploaded {}",

@@ -175,6 +175,7 @@ fn credential_helpers_and_stores() {
         .output()
         .unwrap();
     assert_success(&out, "credsStore");
+    assert_no_secret(&out);
 
     // A store that has nothing for this registry means anonymous, which is denied here.
     write_config(&env, serde_json::json!({"credsStore": "empty"}));
@@ -185,6 +186,7 @@ fn credential_helpers_and_stores() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    assert_no_secret(&out);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("access denied"),
         "{}",
@@ -202,6 +204,7 @@ fn credential_helpers_and_stores() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    assert_no_secret(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("docker-credential-missing"), "{err}");
 }

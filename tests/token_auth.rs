@@ -18,16 +18,20 @@ const PASSWORD: &str = "t0ken-flow-Secret-42";
 const REFRESH: &str = "refresh-token-do-not-leak-7f3a";
 
 fn check_no_secrets(out: &Output, issued: &[String]) {
-    for stream in [&out.stdout, &out.stderr] {
-        let s = String::from_utf8_lossy(stream);
-        for secret in [PASSWORD, REFRESH] {
-            assert!(!s.contains(secret), "a secret leaked:\n{s}");
-        }
-        for t in issued {
-            // The signature part is unique to each token.
-            let sig = t.rsplit('.').next().unwrap();
-            assert!(!s.contains(sig), "an issued token leaked:\n{s}");
-        }
+    check_bytes_for_secrets(&out.stdout, issued);
+    check_bytes_for_secrets(&out.stderr, issued);
+}
+
+fn check_bytes_for_secrets(bytes: &[u8], issued: &[String]) {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let s = String::from_utf8_lossy(bytes);
+    for secret in [PASSWORD, REFRESH, basic.as_str()] {
+        assert!(!s.contains(secret), "a secret leaked:\n{s}");
+    }
+    for t in issued {
+        // The signature part is unique to each token.
+        let sig = t.rsplit('.').next().unwrap();
+        assert!(!s.contains(sig), "an issued token leaked:\n{s}");
     }
 }
 
@@ -72,7 +76,7 @@ fn token_flow() {
         "json",
         "-vv",
     ]);
-    assert_success(&out, "optimize through the token server");
+    assert_success(&out, "analyze through the token server");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("GET token from"),
         "the token flow was used"
@@ -80,6 +84,8 @@ fn token_flow() {
     outputs.push(out);
 
     // A mount needs one token for two repositories (push here, pull there).
+    let files = tempfile::tempdir().unwrap();
+    let report = files.path().join("slim.json");
     let out = env.run(&[
         "optimize",
         &app,
@@ -89,9 +95,11 @@ fn token_flow() {
         &base,
         "--format",
         "json",
+        "--report",
+        report.to_str().unwrap(),
         "-v",
     ]);
-    assert_success(&out, "analyze of the pushed image");
+    assert_success(&out, "optimize through the token server");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let transfers: Vec<&str> = r["new_layers"]
         .as_array()
@@ -153,5 +161,17 @@ fn token_flow() {
     assert!(issued.len() >= 5, "tokens were issued ({})", issued.len());
     for out in &outputs {
         check_no_secrets(out, &issued);
+    }
+    // And every file the runs wrote: the optimize report and the audit's outputs.
+    let mut written = vec![report];
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        written.push(e.unwrap().path());
+    }
+    assert!(
+        written.len() >= 5,
+        "report, audit.jsonl, summaries, page: {written:?}"
+    );
+    for f in written.iter().filter(|f| f.is_file()) {
+        check_bytes_for_secrets(&std::fs::read(f).unwrap(), &issued);
     }
 }

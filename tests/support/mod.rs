@@ -9,6 +9,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -115,13 +116,14 @@ impl Registry {
             let cfg = dir.path().join("config.yml");
             fs::write(&cfg, config).unwrap();
             let log = fs::File::create(dir.path().join("registry.log")).unwrap();
-            let child = Command::new(&bin)
+            let mut command = Command::new(&bin);
+            command
                 .arg("serve")
                 .arg(&cfg)
                 .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start docker-registry");
+                .stderr(log);
+            die_with_parent(&mut command);
+            let child = command.spawn().expect("start docker-registry");
             let mut reg = Registry {
                 host: format!("127.0.0.1:{port}"),
                 dir,
@@ -241,35 +243,57 @@ pub struct FsEntry {
     pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
+/// Every extended attribute of `path` itself (not a symlink's target), sorted.
 fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
-    // `getfattr` is not always installed; use the syscalls through libc-free std? No:
-    // read them with the `xattr`-less approach of listing via /usr/bin/getfattr when present.
-    let Ok(out) = Command::new("getfattr")
-        .args(["-h", "-d", "-m", "-", "-e", "hex"])
-        .arg(path)
-        .output()
-    else {
-        return Vec::new();
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let fail = |what: &str| -> ! {
+        panic!(
+            "{what} {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )
     };
-    let text = String::from_utf8_lossy(&out.stdout);
+    // SAFETY: every buffer passed is as long as the length given with it.
+    let size = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    if size < 0 {
+        fail("llistxattr");
+    }
+    let mut names = vec![0u8; size as usize];
+    let size = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if size < 0 {
+        fail("llistxattr");
+    }
+    names.truncate(size as usize);
     let mut v = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && l.contains('='))
-    {
-        let (k, val) = line.split_once('=').unwrap();
-        let hex = val.trim_start_matches("0x");
-        let bytes = (0..hex.len() / 2)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        v.push((k.to_string(), bytes));
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(name).unwrap();
+        let len = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
+        if len < 0 {
+            fail("lgetxattr");
+        }
+        let mut value = vec![0u8; len as usize];
+        let len = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if len < 0 {
+            fail("lgetxattr");
+        }
+        value.truncate(len as usize);
+        v.push((String::from_utf8_lossy(name).into_owned(), value));
     }
     v.sort();
     v
 }
 
-/// Walk an unpacked root filesystem. `with_xattrs` shells out per file; keep it for small trees.
-pub fn walk(root: &Path, with_xattrs: bool) -> BTreeMap<String, FsEntry> {
+/// Walk an unpacked root filesystem: every entry's metadata, content hash and xattrs.
+pub fn walk(root: &Path) -> BTreeMap<String, FsEntry> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -322,7 +346,7 @@ pub fn walk(root: &Path, with_xattrs: bool) -> BTreeMap<String, FsEntry> {
                         .then(|| fs::read_link(&p).unwrap().to_string_lossy().to_string()),
                     sha256,
                     rdev: md.rdev(),
-                    xattrs: if with_xattrs { xattrs(&p) } else { Vec::new() },
+                    xattrs: xattrs(&p),
                 },
             );
             if ft.is_dir() {
@@ -383,6 +407,93 @@ pub fn with_lock<T>(name: &str, f: impl FnOnce() -> T) -> T {
     let r = f();
     file.unlock().unwrap();
     r
+}
+
+/// The manifest (or index) `reference` names, as skopeo reads it: an independent
+/// view of what coldpress wrote or pushed.
+pub fn raw_manifest(reference: &str) -> serde_json::Value {
+    let out = Command::new(require("skopeo", "skopeo"))
+        .args(["inspect", "--raw", "--tls-verify=false", reference])
+        .output()
+        .unwrap();
+    assert_success(&out, "skopeo inspect --raw");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The manifest digest `reference` resolves to, as skopeo computes it.
+pub fn skopeo_digest(reference: &str) -> String {
+    let out = Command::new(require("skopeo", "skopeo"))
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            reference,
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "skopeo inspect --format {{.Digest}}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The first `n` layer descriptors of a manifest, as (mediaType, digest, size).
+pub fn layer_descriptors(manifest: &serde_json::Value, n: usize) -> Vec<(String, String, u64)> {
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(layers.len() >= n, "{n} layers expected in {manifest}");
+    layers[..n]
+        .iter()
+        .map(|l| {
+            (
+                l["mediaType"].as_str().unwrap().to_string(),
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Make a helper server die with the test process, even when a runner's timeout
+/// SIGKILLs the test (Drop does not run then).
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Run `command` to completion and return its output and its peak resident memory
+/// in KiB, as GNU time reports it. (Not wait4's rusage of our own child: a child
+/// spawned from this test process starts with our peak, up to hundreds of MiB
+/// of test data, in ru_maxrss; time's own child starts from a small process.)
+pub fn run_measured(command: &Command) -> (Output, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("rss");
+    let mut timed = Command::new(require("time", "time"));
+    timed.arg("-f").arg("%M").arg("-o").arg(&report);
+    timed.arg(command.get_program()).args(command.get_args());
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    if let Some(d) = command.get_current_dir() {
+        timed.current_dir(d);
+    }
+    let output = timed.stdin(Stdio::null()).output().unwrap();
+    let text = fs::read_to_string(&report).unwrap();
+    // A failing command makes time add a "Command exited with non-zero status" line.
+    let kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory in {text:?}"));
+    (output, kib)
 }
 
 pub fn write_file(path: &Path, content: &str) {
