@@ -76,7 +76,10 @@ fn fixture() -> Fixture {
         .unwrap();
     node.write(&OciLayoutSink::create(l, Some("node")).unwrap())
         .unwrap();
-    let registry = Registry::start();
+    // Catalog pages of 5, as a registry with distribution's catalog.maxentries
+    // serves them: the audit must follow Link headers, and ask without `n` after
+    // the registry refuses n=1000.
+    let registry = Registry::start_catalog_pages(5);
     let host = registry.host.clone();
     let oci = |t: &str| format!("oci:{}:{t}", l.display());
     skopeo_copy(
@@ -242,6 +245,17 @@ fn audit_a_registry() {
     let started = Instant::now();
     let stdout = audit(&env, &f, out.path(), &["--concurrency", "4"]);
     let first_run = started.elapsed();
+    let catalog: Vec<String> = f.registry.log()[log_before..]
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/_catalog"))
+        .map(|l| l.split('"').nth(1).unwrap().to_string())
+        .collect();
+    let repos: BTreeSet<&str> = f.good.iter().map(|(r, _)| r.as_str()).collect();
+    assert!(repos.len() > 10, "more repositories than a page holds");
+    assert!(
+        catalog.len() >= 1 + repos.len().div_ceil(5) && catalog[0].contains("n=1000"),
+        "n=1000 refused, then pages of 5 by Link: {catalog:#?}"
+    );
     let all = rows(out.path());
     let ok: Vec<&Value> = all.iter().filter(|r| r["status"] == "ok").collect();
     assert_eq!(ok.len(), f.good.len(), "{stdout}");

@@ -69,7 +69,13 @@ impl Registry {
 
     /// A registry that trusts a token server (`auth: token`).
     pub fn start_token(auth: &str) -> Registry {
-        Self::start_inner(None, Some(auth.to_string()), None)
+        Self::start_inner(None, Some(auth.to_string()), None, "")
+    }
+
+    /// A registry that serves `_catalog` in pages of at most `n` repositories and
+    /// refuses a larger `n` (distribution's `catalog.maxentries`).
+    pub fn start_catalog_pages(n: usize) -> Registry {
+        Self::start_inner(None, None, None, &format!("catalog:\n  maxentries: {n}\n"))
     }
 
     /// A registry that serves HTTPS with the given certificate and key (PEM files).
@@ -79,17 +85,18 @@ impl Registry {
             cert.display(),
             key.display()
         );
-        Self::start_inner(None, None, Some(tls))
+        Self::start_inner(None, None, Some(tls), "")
     }
 
     fn start_with(credentials: Option<(String, String)>) -> Registry {
-        Self::start_inner(credentials, None, None)
+        Self::start_inner(credentials, None, None, "")
     }
 
     fn start_inner(
         credentials: Option<(String, String)>,
         auth_section: Option<String>,
         tls_section: Option<String>,
+        top_section: &str,
     ) -> Registry {
         let bin = require("docker-registry", "docker-registry");
         for _attempt in 0..5 {
@@ -109,7 +116,7 @@ impl Registry {
                 );
             }
             let config = format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{auth}",
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{top_section}{auth}",
                 dir.path().join("data").display(),
                 tls = tls_section.as_deref().unwrap_or_default(),
             );

@@ -1007,7 +1007,11 @@ impl Client {
         Ok(())
     }
 
-    /// Follow `Link` pagination, collecting one JSON array field from every page.
+    /// Follow `Link` pagination from `first` (a URL without query), collecting one
+    /// JSON array field from every page. We ask for pages of 1000 (ECR's maximum);
+    /// a registry whose cap is lower may refuse that outright (distribution 2.8.2+
+    /// with `catalog.maxentries`: 400 PAGINATION_NUMBER_INVALID), and is then asked
+    /// again without `n`, to page at its own size.
     fn paginate(
         &self,
         first: String,
@@ -1016,7 +1020,7 @@ impl Client {
         what: &str,
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        let mut url = Some(first);
+        let mut url = Some(format!("{first}?n=1000"));
         let mut pages = 0;
         while let Some(u) = url.take() {
             pages += 1;
@@ -1026,8 +1030,17 @@ impl Client {
                     format!("{what}: pagination does not end"),
                 ));
             }
-            let (headers, body) =
-                self.get_bytes(&u, std::slice::from_ref(&scope), None, 64 << 20, what)?;
+            let get =
+                |u: &str| self.get_bytes(u, std::slice::from_ref(&scope), None, 64 << 20, what);
+            let (headers, body) = match get(&u) {
+                Err(e) if pages == 1 && refuses_page_size(&e) => {
+                    ui::trace(|| {
+                        format!("{what}: the registry refused n=1000; paging at its own size")
+                    });
+                    get(&first)?
+                }
+                r => r?,
+            };
             url = next_link(&headers, &self.base);
             let v: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| self.err(RegistryErrorKind::Protocol, format!("{what}: {e}")))?;
@@ -1040,22 +1053,26 @@ impl Client {
 
     pub fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         self.paginate(
-            self.repo_url(repo, "tags/list?n=1000"),
+            self.repo_url(repo, "tags/list"),
             Scope::Pull(repo.into()),
             "tags",
             &format!("listing tags of {repo}"),
         )
     }
 
-    /// `n=1000` because ECR refuses larger pages.
     pub fn catalog(&self) -> Result<Vec<String>> {
         self.paginate(
-            format!("{}/v2/_catalog?n=1000", self.base),
+            format!("{}/v2/_catalog", self.base),
             Scope::Catalog,
             "repositories",
             "listing repositories (/v2/_catalog)",
         )
     }
+}
+
+/// The distribution spec's error code for a page size the registry will not serve.
+fn refuses_page_size(e: &Error) -> bool {
+    matches!(e, Error::Registry { message, .. } if message.contains("PAGINATION_NUMBER_INVALID"))
 }
 
 fn urlencode(s: &str) -> String {
