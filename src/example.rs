@@ -120,6 +120,8 @@ pub struct ImageSpec {
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     pub architecture: String,
+    /// The config's and history's `created` (fixed: digests must not depend on the clock).
+    pub created: String,
 }
 
 impl ImageSpec {
@@ -132,6 +134,7 @@ impl ImageSpec {
             entrypoint: vec!["/lambda-entrypoint.sh".into()],
             cmd: cmd.iter().map(|s| s.to_string()).collect(),
             architecture: "amd64".into(),
+            created: "2024-01-01T00:00:00Z".into(),
         }
     }
 
@@ -147,12 +150,12 @@ impl ImageSpec {
         let history: Vec<serde_json::Value> = self
             .layers
             .iter()
-            .map(|(_, _, by, _)| json!({"created": "2024-01-01T00:00:00Z", "created_by": by}))
+            .map(|(_, _, by, _)| json!({"created": self.created, "created_by": by}))
             .collect();
         let config = json!({
             "architecture": self.architecture,
             "os": "linux",
-            "created": "2024-01-01T00:00:00Z",
+            "created": self.created,
             "config": {
                 "Env": self.env,
                 "Entrypoint": self.entrypoint,

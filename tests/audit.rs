@@ -117,6 +117,8 @@ fn fixture() -> Fixture {
                 "COPY . /var/task",
             );
             app.layers.extend(rest.layers.iter().cloned());
+            // Later builds are newer; tag order alone would pick b0 and b1 first.
+            app.created = format!("2024-03-0{}T00:00:00Z", t + 1);
             let tag = format!("b{t}");
             let name = format!("{r}-{t}");
             app.write(&OciLayoutSink::create(l, Some(&name)).unwrap())
@@ -541,6 +543,19 @@ fn repos_from_a_file_and_newest_tags() {
     let got: BTreeSet<(String, String, String)> = keys(&rows(out.path()));
     let repos: BTreeSet<&str> = got.iter().map(|(r, _, _)| r.as_str()).collect();
     assert_eq!(repos, BTreeSet::from(["team-0/fn-0", "team-1/fn-1"]));
-    // Two tags each; the fixture's configs share one created time, so ties go by tag.
-    assert_eq!(got.len(), 4, "{got:?}");
+    // The two newest by the config's `created` (b2, b1), not the first by name.
+    let tags: BTreeSet<(&str, &str)> = got
+        .iter()
+        .map(|(r, t, _)| (r.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(
+        tags,
+        BTreeSet::from([
+            ("team-0/fn-0", "b1"),
+            ("team-0/fn-0", "b2"),
+            ("team-1/fn-1", "b1"),
+            ("team-1/fn-1", "b2")
+        ]),
+        "{got:?}"
+    );
 }

@@ -612,6 +612,7 @@ pub fn blob_image(
         entrypoint: vec![],
         cmd: vec![],
         architecture: "amd64".into(),
+        created: "2024-01-01T00:00:00Z".into(),
     };
     for (blob, raw, compression) in layers {
         let f = tempfile::Builder::new().tempfile_in(tmp.path()).unwrap();
