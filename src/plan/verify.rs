@@ -57,3 +57,53 @@ pub fn compare_with_source(
         shown.join("; ")
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{AnalyzeOptions, analyze};
+    use crate::catalog::Catalog;
+    use crate::image::resolve::resolve;
+    use crate::transport::Source;
+    use crate::transport::oci_layout::OciLayoutSource;
+
+    /// The proof must refuse a rewrite that is not the source minus the removals.
+    /// Stand-in for a broken writer: "written" layers that are the source's own,
+    /// so every path the plan removes is still there.
+    #[test]
+    fn a_rewrite_that_kept_the_removed_files_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::example::write_example(dir.path()).unwrap();
+        let src = OciLayoutSource::open(dir.path(), Some("app")).unwrap();
+        let image = resolve(&src, None).unwrap();
+        let mut opts = AnalyzeOptions::default();
+        opts.read.hash_contents = true;
+        let a = analyze(&src, image, &Catalog::empty(), &opts).unwrap();
+        // Every removed path, directories included.
+        let removed = a.strip.decisions.iter().filter(|d| d.is_some()).count();
+        assert!(removed > 0, "the example has files to strip");
+        let plan = Plan::new(&a);
+
+        let read = ReadOptions {
+            hash_contents: true,
+            ..ReadOptions::default()
+        };
+        let unchanged: Vec<(String, LayerListing)> = a
+            .layers
+            .iter()
+            .map(|l| {
+                let raw = src.open_blob(&l.descriptor).unwrap();
+                let listing =
+                    read_layer_from(raw, &l.descriptor, &l.diff_id, &read, "source layer").unwrap();
+                ("new layer".to_string(), listing)
+            })
+            .collect();
+        let err = compare_with_source(&a, &plan, unchanged).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Verify(_)), "{msg}");
+        assert!(
+            msg.contains(&format!("in {removed} place(s)")) && msg.contains("nothing was tagged"),
+            "one difference per removed path: {msg}"
+        );
+    }
+}
