@@ -243,3 +243,77 @@ fn index_with_attestation_is_resolved_and_reported() {
         "{err}"
     );
 }
+
+/// The built-in example (`coldpress example`, the README's first command) and the
+/// special-files image of the hostile tests: the same agreement with umoci.
+#[test]
+fn the_example_and_special_files_match_umoci() {
+    let layout = tempfile::tempdir().unwrap();
+    coldpress::example::write_example(layout.path()).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.path().join("index.json")).unwrap()).unwrap();
+    let tags: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(tags.len() >= 3, "{tags:?}");
+    let env = Env::new();
+    for tag in &tags {
+        let ours = files(&analyze(
+            &env,
+            &format!("oci:{}:{tag}", layout.path().display()),
+        ));
+        let theirs = walk(&rootfs(&umoci_unpack(layout.path(), tag)));
+        let diffs = differences(&ours, &theirs);
+        assert!(
+            diffs.is_empty(),
+            "{tag}: coldpress and umoci disagree:\n{}",
+            diffs.join("\n")
+        );
+    }
+
+    // A character device, a FIFO, a symlink loop and a symlink pointing far out.
+    use support::{header, raw_image, set_raw_name};
+    use tar::EntryType;
+    let entry = |kind: EntryType, name: &[u8], target: &[u8]| {
+        let mut h = header(kind, 0);
+        h.as_gnu_mut().unwrap().linkname[..target.len()].copy_from_slice(target);
+        set_raw_name(&mut h, name);
+        h
+    };
+    let mut dev = entry(EntryType::Char, b"null", b"");
+    dev.set_device_major(1).unwrap();
+    dev.set_device_minor(3).unwrap();
+    dev.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    for h in [
+        dev,
+        entry(EntryType::Fifo, b"pipe", b""),
+        entry(EntryType::Symlink, b"a", b"b"),
+        entry(EntryType::Symlink, b"b", b"a"),
+        entry(EntryType::Symlink, b"up", b"../../../../etc/passwd"),
+    ] {
+        b.append(&h, std::io::empty()).unwrap();
+    }
+    let special = tempfile::tempdir().unwrap();
+    raw_image(special.path(), "special", &[b.into_inner().unwrap()]);
+    let ours = files(&analyze(
+        &env,
+        &format!("oci:{}:special", special.path().display()),
+    ));
+    let theirs = walk(&rootfs(&umoci_unpack(special.path(), "special")));
+    assert_eq!(theirs.len(), 5, "{theirs:?}");
+    let diffs = differences(&ours, &theirs);
+    assert!(
+        diffs.is_empty(),
+        "special files: coldpress and umoci disagree:\n{}",
+        diffs.join("\n")
+    );
+}

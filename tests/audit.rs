@@ -558,4 +558,16 @@ fn repos_from_a_file_and_newest_tags() {
         ]),
         "{got:?}"
     );
+    // --repo GLOB: only the matching repositories, newest tag of each.
+    let out = tempfile::tempdir().unwrap();
+    audit(&env, &f, out.path(), &["--repo", "team-1/*", "--tags", "1"]);
+    let got: BTreeSet<(String, String, String)> = keys(&rows(out.path()));
+    let want: BTreeSet<(String, String, String)> = f
+        .good
+        .iter()
+        .filter(|(r, _)| r.starts_with("team-1/"))
+        .map(|(r, _)| (r.clone(), "b2".to_string(), "ok".to_string()))
+        .collect();
+    assert!(want.len() >= 2);
+    assert_eq!(got, want);
 }
