@@ -10,15 +10,7 @@ use support::listing::{comparable, differences, files};
 use support::{Env, Registry, edge, rootfs, skopeo_copy, umoci_unpack, walk};
 
 fn analyze(env: &Env, reference: &str) -> Value {
-    env.json(&[
-        "analyze",
-        reference,
-        "--offline",
-        "--list-files",
-        "--format",
-        "json",
-        "-q",
-    ])
+    env.list_files(reference)
 }
 
 #[test]

@@ -63,15 +63,9 @@ fn references_that_do_not_parse_are_input_errors() {
 /// like any remote host: HTTPS unless the user names it with --insecure-registry.
 #[test]
 fn plain_http_off_loopback_needs_insecure_registry() {
-    let layout = example();
     let registry = Registry::start();
-    skopeo_copy(
-        &format!("oci:{}:app", layout.path().display()),
-        &format!("docker://{}/app:v1", registry.host),
-        &[],
-    );
-    let port = registry.host.rsplit(':').next().unwrap();
-    let host = format!("0.0.0.0:{port}");
+    support::push_example(&registry, &[("app", "app:v1")], &[]);
+    let host = registry.off_loopback_host();
     let image = format!("{host}/app:v1");
     let env = Env::new();
     let line = fails(&env, &["analyze", &image, "--offline", "--retries", "1"], 1);

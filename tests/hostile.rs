@@ -298,15 +298,7 @@ fn devices_fifos_and_link_loops_are_data_not_actions() {
     raw_image(dir.path(), "special", &layers);
     let env = Env::new();
     let src = format!("oci:{}:special", dir.path().display());
-    let r = env.json(&[
-        "analyze",
-        &src,
-        "--offline",
-        "--list-files",
-        "--format",
-        "json",
-        "-q",
-    ]);
+    let r = env.list_files(&src);
     let types: Vec<(&str, &str)> = r["files"]
         .as_array()
         .unwrap()
@@ -324,15 +316,7 @@ fn devices_fifos_and_link_loops_are_data_not_actions() {
     let dst = format!("oci:{}:x", out.path().display());
     env.ok(&["optimize", &src, &dst, "--offline", "-q"]);
     let listed = |reference: &str| {
-        let r = env.json(&[
-            "analyze",
-            reference,
-            "--offline",
-            "--list-files",
-            "--format",
-            "json",
-            "-q",
-        ]);
+        let r = env.list_files(reference);
         let mut v: Vec<String> = r["files"]
             .as_array()
             .unwrap()

@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{Env, Registry, assert_success, require, skopeo_copy};
+use support::{Env, Registry, assert_success, require};
 
 /// A private CA and a server certificate it signed for the IP address 0.0.0.0.
 struct Pki {
@@ -95,15 +95,8 @@ fn coldpress(env: &Env, ca: Option<&Path>, args: &[&str]) -> std::process::Outpu
 fn https_registry_with_a_private_ca() {
     let pki = Pki::new();
     let registry = Registry::start_tls(&pki.path("server.pem"), &pki.path("server.key"));
-    let layout = tempfile::tempdir().unwrap();
-    coldpress::example::write_example(layout.path()).unwrap();
-    skopeo_copy(
-        &format!("oci:{}:app", layout.path().display()),
-        &format!("docker://{}/app:v1", registry.host),
-        &[],
-    );
-    let port = registry.host.rsplit(':').next().unwrap();
-    let host = format!("0.0.0.0:{port}");
+    support::push_example(&registry, &[("app", "app:v1")], &[]);
+    let host = registry.off_loopback_host();
     let env = Env::new();
 
     // Untrusted: one line that names the registry and the way to trust it.

@@ -155,6 +155,12 @@ impl Registry {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
+    /// The same registry as `0.0.0.0:PORT`: reachable, but not a loopback name, so
+    /// coldpress treats it like a remote host (HTTPS unless told otherwise).
+    pub fn off_loopback_host(&self) -> String {
+        format!("0.0.0.0:{}", self.host.rsplit(':').next().unwrap())
+    }
+
     /// skopeo's credential flags for this registry.
     pub fn skopeo_creds(&self) -> Vec<String> {
         match &self.credentials {
@@ -228,6 +234,19 @@ impl Env {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `analyze REFERENCE --list-files` as JSON (offline: no catalog fetch).
+    pub fn list_files(&self, reference: &str) -> serde_json::Value {
+        self.json(&[
+            "analyze",
+            reference,
+            "--offline",
+            "--list-files",
+            "--format",
+            "json",
+            "-q",
+        ])
     }
 
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
