@@ -540,10 +540,24 @@ pub fn plan(
                 continue;
             }
             let dest = FsIndex::symlink_destination(path, n.target.as_deref().unwrap_or(""));
-            let dest = match index.resolve(parent(&dest)) {
+            // The links on the way to the target must stay too, or this one dangles.
+            let mut via = Vec::new();
+            let dest = match index.resolve_via(parent(&dest), &mut via) {
                 Some(p) if !p.is_empty() => format!("{p}/{}", basename(&dest)),
                 _ => dest,
             };
+            for link in via {
+                if let Some(&j) = position.get(link.as_str())
+                    && decisions[j].is_some()
+                {
+                    decisions[j] = None;
+                    protected.push((
+                        link,
+                        format!("a kept symlink (/{path}) resolves through it"),
+                    ));
+                    changed = true;
+                }
+            }
             let Some(&j) = position.get(dest.as_str()) else {
                 continue;
             };
@@ -827,6 +841,34 @@ mod link_tests {
             p.protected
                 .iter()
                 .any(|(path, why)| path == "usr/bin/gcc-12" && why.contains("my-cc"))
+        );
+    }
+
+    #[test]
+    fn a_kept_link_protects_the_links_it_resolves_through() {
+        // `test` matches the function's-own-tests rule, but the kept `data` link
+        // reaches its file through it: removing `test` would leave `data` dangling.
+        let (ix, p) = plan_for(vec![
+            e("var", EntryKind::Dir, 0),
+            e("var/task", EntryKind::Dir, 0),
+            e("var/task/src", EntryKind::Dir, 0),
+            e("var/task/src/fixtures", EntryKind::Dir, 0),
+            e("var/task/src/fixtures/d.json", EntryKind::File, 10),
+            e(
+                "var/task/test",
+                EntryKind::Symlink("src/fixtures".into()),
+                0,
+            ),
+            e("var/task/data", EntryKind::Symlink("test/d.json".into()), 0),
+        ]);
+        let gone = removed(&ix, &p);
+        assert!(!gone.contains(&"var/task/test".to_string()), "{gone:?}");
+        assert!(
+            p.protected
+                .iter()
+                .any(|(path, why)| path == "var/task/test" && why.contains("resolves through")),
+            "{:?}",
+            p.protected
         );
     }
 }

@@ -469,6 +469,11 @@ impl FsIndex {
 
     /// Follow symlinks (also in parent directories) to the path that holds the data.
     pub fn resolve(&self, path: &str) -> Option<String> {
+        self.resolve_via(path, &mut Vec::new())
+    }
+
+    /// `resolve`, also collecting every symlink followed on the way.
+    pub fn resolve_via(&self, path: &str, via: &mut Vec<String>) -> Option<String> {
         let mut current = path.to_string();
         for _ in 0..40 {
             // Resolve the parents first, component by component.
@@ -487,6 +492,7 @@ impl FsIndex {
                             &candidate,
                             n.target.as_deref().unwrap_or(""),
                         );
+                        via.push(candidate.clone());
                         let rest = comps[i + 1..].join("/");
                         current = if dest.is_empty() {
                             rest
@@ -504,6 +510,7 @@ impl FsIndex {
             }
             match self.get(&current) {
                 Some(n) if n.ftype == FileType::Symlink => {
+                    via.push(current.clone());
                     current =
                         Self::symlink_destination(&current, n.target.as_deref().unwrap_or(""));
                 }
