@@ -43,19 +43,23 @@ fn extension(kind: EntryType, size: usize) -> Vec<(tar::Header, Vec<u8>)> {
     vec![(h, data), file(b"after", b"x")]
 }
 
-/// A PAX `path` record (raw bytes, NUL included) naming the regular file after it.
-fn pax_path(path: &[u8]) -> Vec<(tar::Header, Vec<u8>)> {
-    let body_len = " path=".len() + path.len() + 1;
-    let mut len = body_len + 1;
-    while len.to_string().len() + body_len != len {
-        len += 1;
+/// PAX records (raw values) for the regular file after them.
+fn pax_records(records: &[(&str, &[u8])]) -> Vec<(tar::Header, Vec<u8>)> {
+    let mut data = Vec::new();
+    for (key, value) in records {
+        // "<len> key=value\n", where len counts itself.
+        let body_len = 1 + key.len() + 1 + value.len() + 1;
+        let mut len = body_len + 1;
+        while len.to_string().len() + body_len != len {
+            len += 1;
+        }
+        data.extend_from_slice(format!("{len} {key}=").as_bytes());
+        data.extend_from_slice(value);
+        data.push(b'\n');
     }
-    let mut rec = format!("{len} path=").into_bytes();
-    rec.extend_from_slice(path);
-    rec.push(b'\n');
-    let mut h = header(EntryType::XHeader, rec.len() as u64);
+    let mut h = header(EntryType::XHeader, data.len() as u64);
     set_raw_name(&mut h, b"././@PaxHeader");
-    vec![(h, rec), file(b"placeholder", b"x")]
+    vec![(h, data), file(b"placeholder", b"x")]
 }
 
 /// What an escape would have touched: existence, size and mtime of each path.
@@ -168,8 +172,19 @@ fn hostile_layers_are_refused_with_a_clear_error() {
             expect: "not valid UTF-8",
         },
         Case {
+            name: "PAX sparse file (GNU.sparse.* records)",
+            layers: vec![tar_of(&pax_records(&[
+                ("GNU.sparse.major", b"1"),
+                ("GNU.sparse.minor", b"0"),
+                ("GNU.sparse.name", b"holes"),
+                ("GNU.sparse.realsize", b"8589934592"),
+            ]))],
+            args: &[],
+            expect: "PAX-format sparse file",
+        },
+        Case {
             name: "NUL in a PAX path",
-            layers: vec![tar_of(&pax_path(b"etc/pass\0wd"))],
+            layers: vec![tar_of(&pax_records(&[("path", b"etc/pass\0wd")]))],
             args: &[],
             expect: "NUL",
         },

@@ -159,6 +159,14 @@ fn pax_meta(entry: &mut tar::Entry<impl Read>, meta: &mut Meta, what: &str) -> R
             .map_err(|_| Error::invalid(what, "PAX record key is not UTF-8"))?;
         if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
             xattrs.push((name.into(), ext.value_bytes().into()));
+        } else if key.starts_with("GNU.sparse.") {
+            // PAX-format sparse files: tar-rs would read the map as file content
+            // under a made-up name (GNUSparseFile.0/…), where Go's archive/tar
+            // (containerd) expands the holes. Refused like GNU sparse entries.
+            return Err(Error::unsupported(
+                what,
+                "hostile or unsupported tar entry: a PAX-format sparse file (GNU.sparse.* records; OCI layers should not use sparse files)",
+            ));
         } else if key == "mtime" {
             let v = ext
                 .value()
