@@ -271,7 +271,9 @@ fn the_example_and_special_files_match_umoci() {
         );
     }
 
-    // A character device, a FIFO, a symlink loop and a symlink pointing far out.
+    // A character device, a FIFO, a symlink loop, a symlink pointing far out, and
+    // a hard link whose own header disagrees with its target's (mode, owner,
+    // mtime): like umoci, the link is the target's inode and keeps its metadata.
     use support::{header, raw_image, set_raw_name};
     use tar::EntryType;
     let entry = |kind: EntryType, name: &[u8], target: &[u8]| {
@@ -294,6 +296,17 @@ fn the_example_and_special_files_match_umoci() {
     ] {
         b.append(&h, std::io::empty()).unwrap();
     }
+    let mut target = header(EntryType::Regular, 5);
+    target.set_mtime(1_000_000_000);
+    set_raw_name(&mut target, b"f");
+    b.append(&target, &b"hello"[..]).unwrap();
+    let mut link = entry(EntryType::Link, b"g", b"f");
+    link.set_mode(0o755);
+    link.set_uid(1);
+    link.set_gid(1);
+    link.set_mtime(1_700_000_000);
+    link.set_cksum();
+    b.append(&link, std::io::empty()).unwrap();
     let special = tempfile::tempdir().unwrap();
     raw_image(special.path(), "special", &[b.into_inner().unwrap()]);
     let ours = files(&analyze(
@@ -301,7 +314,8 @@ fn the_example_and_special_files_match_umoci() {
         &format!("oci:{}:special", special.path().display()),
     ));
     let theirs = walk(&rootfs(&umoci_unpack(special.path(), "special")));
-    assert_eq!(theirs.len(), 5, "{theirs:?}");
+    assert_eq!(theirs.len(), 7, "{theirs:?}");
+    assert_eq!(ours["g"]["mode"], "0644", "{:?}", ours["g"]);
     let diffs = differences(&ours, &theirs);
     assert!(
         diffs.is_empty(),
