@@ -17,6 +17,7 @@ pub mod example;
 pub mod fsindex;
 pub mod image;
 pub mod layer;
+pub mod parallel;
 pub mod plan;
 pub mod reference;
 pub mod report;

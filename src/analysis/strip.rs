@@ -547,15 +547,10 @@ pub fn plan(
                 _ => dest,
             };
             for link in via {
-                if let Some(&j) = position.get(link.as_str())
-                    && decisions[j].is_some()
-                {
-                    decisions[j] = None;
-                    protected.push((
-                        link,
-                        format!("a kept symlink (/{path}) resolves through it"),
-                    ));
-                    changed = true;
+                if let Some(&j) = position.get(link.as_str()) {
+                    changed |= unstrip(&mut decisions, &mut protected, j, &link, || {
+                        format!("a kept symlink (/{path}) resolves through it")
+                    });
                 }
             }
             let Some(&j) = position.get(dest.as_str()) else {
@@ -563,27 +558,17 @@ pub fn plan(
             };
             // A link to a directory keeps the directory, not everything in it:
             // merged-/usr links (`/lib -> usr/lib`) would otherwise protect all of /usr.
-            if decisions[j].is_some() {
-                decisions[j] = None;
-                protected.push((
-                    dest.clone(),
-                    format!("a kept symlink (/{path}) points to it"),
-                ));
-                changed = true;
-            }
+            changed |= unstrip(&mut decisions, &mut protected, j, &dest, || {
+                format!("a kept symlink (/{path}) points to it")
+            });
         }
         for members in by_content.values().filter(|m| m.len() > 1) {
             let any_kept = members.iter().any(|&m| decisions[m].is_none());
             if any_kept {
                 for &m in members {
-                    if decisions[m].is_some() {
-                        decisions[m] = None;
-                        protected.push((
-                            entries[m].0.to_string(),
-                            "a kept hard link shares its content".into(),
-                        ));
-                        changed = true;
-                    }
+                    changed |= unstrip(&mut decisions, &mut protected, m, entries[m].0, || {
+                        "a kept hard link shares its content".into()
+                    });
                 }
             }
         }
@@ -646,7 +631,22 @@ fn pyc_tag(path: &str) -> Option<&str> {
     Some(tag)
 }
 
-/// Paths belonging to development-only packages.
+/// Keep entry `j`, which a rule matched, and say why; whether that changed anything.
+fn unstrip(
+    decisions: &mut [Option<u16>],
+    protected: &mut Vec<(String, String)>,
+    j: usize,
+    path: &str,
+    why: impl FnOnce() -> String,
+) -> bool {
+    if decisions[j].is_none() {
+        return false;
+    }
+    decisions[j] = None;
+    protected.push((path.to_string(), why()));
+    true
+}
+
 /// Distribution names in a requirements file (PEP 503-normalized).
 fn requirement_names(text: &str) -> HashSet<String> {
     text.lines()
@@ -662,6 +662,7 @@ fn requirement_names(text: &str) -> HashSet<String> {
         .collect()
 }
 
+/// Paths belonging to development-only packages.
 fn dev_packages(index: &FsIndex, classes: &Classification) -> HashSet<String> {
     let root = &classes.task_root;
     let text = |name: &str| {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use globset::{GlobBuilder, GlobSetBuilder};
@@ -246,20 +246,6 @@ fn list_repositories(opts: &AuditOptions, registry: &RegistryRef) -> Result<Vec<
     Ok(repos)
 }
 
-/// Run `f` over `items` on `n` threads.
-fn parallel<T: Sync>(items: &[T], n: usize, f: impl Fn(&T) + Sync) {
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..n.clamp(1, items.len().max(1)) {
-            s.spawn(|| {
-                while let Some(item) = items.get(next.fetch_add(1, Ordering::SeqCst)) {
-                    f(item);
-                }
-            });
-        }
-    });
-}
-
 pub fn run(opts: &AuditOptions, catalog: &Catalog) -> Result<RunStats> {
     std::fs::create_dir_all(&opts.output)
         .with_ctx(|| format!("creating {}", opts.output.display()))?;
@@ -301,7 +287,7 @@ pub fn run(opts: &AuditOptions, catalog: &Catalog) -> Result<RunStats> {
 
     // Tags per repository, newest first when only some are wanted.
     let jobs: Mutex<Vec<Job>> = Mutex::new(Vec::new());
-    parallel(&repos, opts.concurrency, |repo| {
+    crate::parallel::map(&repos, opts.concurrency, |repo| {
         let r = registry.with_repository(repo, None);
         let tags = match client_for(&r, &opts.transport.registry).and_then(|c| c.list_tags(repo)) {
             Ok(t) => t,
@@ -344,7 +330,7 @@ pub fn run(opts: &AuditOptions, catalog: &Catalog) -> Result<RunStats> {
     stats.lock().expect("not poisoned").images = jobs.len();
     let jobs: Vec<Mutex<Option<Job>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
 
-    parallel(&jobs, opts.concurrency, |slot| {
+    crate::parallel::map(&jobs, opts.concurrency, |slot| {
         let job = slot
             .lock()
             .expect("not poisoned")

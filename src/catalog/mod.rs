@@ -471,23 +471,18 @@ fn fetch_catalog(opts: &TransportOptions) -> Result<Vec<(String, Vec<BaseBuild>)
     t.registry.connect_timeout = Duration::from_secs(5);
     // One tag first: when nothing is reachable, say so at once.
     let first = resolve_builds(&refs[0], &refs[0], "catalog", &t)?;
-    let out = std::sync::Mutex::new(vec![(refs[0].clone(), first)]);
-    let next = std::sync::atomic::AtomicUsize::new(1);
-    std::thread::scope(|s| {
-        for _ in 0..6 {
-            s.spawn(|| {
-                while let Some(r) = refs.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
-                {
-                    match resolve_builds(r, r, "catalog", &t) {
-                        Ok(b) => out.lock().expect("not poisoned").push((r.clone(), b)),
-                        // A tag AWS retired is not an error of ours.
-                        Err(e) => ui::trace(|| format!("base catalog: skipping {r}: {e}")),
-                    }
-                }
-            });
+    let rest = crate::parallel::map(&refs[1..], 6, |r| {
+        match resolve_builds(r, r, "catalog", &t) {
+            Ok(b) => Some((r.clone(), b)),
+            // A tag AWS retired is not an error of ours.
+            Err(e) => {
+                ui::trace(|| format!("base catalog: skipping {r}: {e}"));
+                None
+            }
         }
     });
-    let mut out = out.into_inner().expect("not poisoned");
+    let mut out = vec![(refs[0].clone(), first)];
+    out.extend(rest.into_iter().flatten());
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }

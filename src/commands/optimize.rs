@@ -3,8 +3,6 @@
 //! push blobs first and the manifest last.
 
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Map, Value, json};
 
@@ -153,11 +151,13 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     });
     let mut written = Vec::new();
     let mut back = Vec::new();
+    let mut descs = base_descs.clone();
     for p in produced {
         outcomes.push(p.outcome);
         if let Some(l) = p.read_back {
             back.push((format!("new {} layer", p.written.class.as_str()), l));
         }
+        descs.push(p.desc);
         written.push(p.written);
     }
     if !args.no_verify {
@@ -166,14 +166,6 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         ui::trace(|| format!("verified in {:.2}s", phase.elapsed().as_secs_f64()));
     }
 
-    let mut descs = base_descs.clone();
-    descs.extend(written.iter().map(|w| {
-        Descriptor::new(
-            w.layer.media_type(docker),
-            w.layer.digest.clone(),
-            w.layer.size,
-        )
-    }));
     let config = rewrite_config(&a, &written)?;
     let config: Arc<[u8]> = config.into();
     let config_desc = Descriptor::new(
@@ -310,6 +302,7 @@ struct WriteSettings {
 /// One new layer: written, read back (when verifying), and stored in the sink.
 struct Produced {
     written: Written,
+    desc: Descriptor,
     read_back: Option<LayerListing>,
     outcome: BlobOutcome,
 }
@@ -324,55 +317,34 @@ fn write_all(
     w: WriteSettings,
     sink: &dyn Sink,
 ) -> Result<Vec<Produced>> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<Produced>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..w.jobs.clamp(1, plan.layers.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(class) = plan.layers.get(i) else {
-                        break;
-                    };
-                    let r = write_layer(
-                        a,
-                        plan,
-                        *class,
-                        spools,
-                        work,
-                        Encoding {
-                            compression: w.compression,
-                            level: w.level,
-                            threads: w.jobs,
-                        },
-                    )
-                    .and_then(|written| {
-                        let desc = Descriptor::new(
-                            written.layer.media_type(w.docker),
-                            written.layer.digest.clone(),
-                            written.layer.size,
-                        );
-                        let read_back = if w.verify {
-                            Some(read_back(&desc, &written)?)
-                        } else {
-                            None
-                        };
-                        let path = written.layer.path.to_path_buf();
-                        let outcome = sink.put_blob(&desc, &path as &dyn BlobContent)?;
-                        Ok(Produced {
-                            written,
-                            read_back,
-                            outcome,
-                        })
-                    });
-                    results.lock().expect("not poisoned").push((i, r));
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().expect("not poisoned");
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    let encoding = Encoding {
+        compression: w.compression,
+        level: w.level,
+        threads: w.jobs,
+    };
+    crate::parallel::map(&plan.layers, w.jobs, |class| {
+        let written = write_layer(a, plan, *class, spools, work, encoding)?;
+        let desc = Descriptor::new(
+            written.layer.media_type(w.docker),
+            written.layer.digest.clone(),
+            written.layer.size,
+        );
+        let read_back = if w.verify {
+            Some(read_back(&desc, &written)?)
+        } else {
+            None
+        };
+        let path = written.layer.path.to_path_buf();
+        let outcome = sink.put_blob(&desc, &path as &dyn BlobContent)?;
+        Ok(Produced {
+            written,
+            desc,
+            read_back,
+            outcome,
+        })
+    })
+    .into_iter()
+    .collect()
 }
 
 /// The base image's own blobs: the source's when it carries them unchanged,
@@ -661,21 +633,7 @@ fn copy_blobs(
     from: &dyn Source,
     parallel: usize,
 ) -> Result<Vec<BlobOutcome>> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<BlobOutcome>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..parallel.clamp(1, descs.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(d) = descs.get(i) else { break };
-                    let r = sink.copy_blob(d, from);
-                    results.lock().expect("not poisoned").push((i, r));
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().expect("not poisoned");
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    crate::parallel::map(descs, parallel, |d| sink.copy_blob(d, from))
+        .into_iter()
+        .collect()
 }

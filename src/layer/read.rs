@@ -321,28 +321,14 @@ pub fn read_layer_from(
 
 const CHUNK: usize = 256 * 1024;
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Send everything `r` yields down `tx` in chunks, then its error if it fails.
 /// Stops quietly when the receiver is gone (its own error is the one to report).
 fn pump(r: &mut impl Read, tx: &mpsc::SyncSender<io::Result<Vec<u8>>>) {
     loop {
-        let mut buf = vec![0u8; CHUNK];
-        match read_full(r, &mut buf) {
+        let mut buf = Vec::with_capacity(CHUNK);
+        match r.by_ref().take(CHUNK as u64).read_to_end(&mut buf) {
             Ok(0) => return,
-            Ok(n) => {
-                buf.truncate(n);
+            Ok(_) => {
                 if tx.send(Ok(buf)).is_err() {
                     return;
                 }
