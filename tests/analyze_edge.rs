@@ -169,22 +169,8 @@ fn index_with_attestation_is_resolved_and_reported() {
     edge::write(layout.path(), "img", false, Compression::Gzip);
     edge::write_index_with_attestation(layout.path(), "img", "idx");
     let env = Env::new();
-    let r = env.json(&[
-        "analyze",
-        &format!("oci:{}:idx", layout.path().display()),
-        "--offline",
-        "--format",
-        "json",
-        "-q",
-    ]);
-    let single = env.json(&[
-        "analyze",
-        &format!("oci:{}:img", layout.path().display()),
-        "--offline",
-        "--format",
-        "json",
-        "-q",
-    ]);
+    let r = env.report(&["analyze", &format!("oci:{}:idx", layout.path().display())]);
+    let single = env.report(&["analyze", &format!("oci:{}:img", layout.path().display())]);
     assert_eq!(
         r["source"]["digest"], single["source"]["digest"],
         "the one runnable platform is picked"
@@ -209,16 +195,7 @@ fn index_with_attestation_is_resolved_and_reported() {
         &format!("docker://{remote}"),
         &["--all", "--preserve-digests"],
     );
-    let rr = env.json(&[
-        "analyze",
-        &remote,
-        "--offline",
-        "--platform",
-        "linux/amd64",
-        "--format",
-        "json",
-        "-q",
-    ]);
+    let rr = env.report(&["analyze", &remote, "--platform", "linux/amd64"]);
     assert_eq!(rr["source"]["digest"], single["source"]["digest"]);
     let out = env.run(&[
         "analyze",

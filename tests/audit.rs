@@ -338,12 +338,12 @@ fn audit_a_registry() {
     // Per-image fields equal `coldpress analyze` of the same image.
     for (repo, tag) in [("team-0/fn-0", "b0"), ("multi/arch", "latest")] {
         let reference = format!("{}/{repo}:{tag}", f.registry.host);
-        let mut args = vec!["analyze", &reference, "--offline", "--format", "json", "-q"];
+        let mut args = vec!["analyze", &reference];
         for b in &f.bases {
             args.push("--base-image");
             args.push(b);
         }
-        let mut a = env.json(&args);
+        let mut a = env.report(&args);
         let mut r = (*ok
             .iter()
             .find(|r| r["repository"] == repo && r["tag"] == tag)

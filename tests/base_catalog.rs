@@ -67,15 +67,6 @@ fn analyze(env: &Env, args: &[&str]) -> Value {
     env.json(&a)
 }
 
-fn finding_ids(r: &Value) -> Vec<String> {
-    r["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn base_matching_staleness_and_cache() {
     let layout = tempfile::tempdir().unwrap();
@@ -115,7 +106,7 @@ fn base_matching_staleness_and_cache() {
         r["base"]["bytes"].as_u64().unwrap() + app_layers,
         r["before"]["compressed_bytes"].as_u64().unwrap()
     );
-    assert!(!finding_ids(&r).contains(&"stale-base".to_string()));
+    assert!(!support::finding_ids(&r).contains(&"stale-base".to_string()));
 
     // The tag moves to a newer build; the cache remembers the old one: stale.
     skopeo_copy(
@@ -127,7 +118,7 @@ fn base_matching_staleness_and_cache() {
     assert_eq!(r["base"]["digest"], v1.as_str());
     assert_eq!(r["base"]["stale"], true);
     assert_eq!(r["base"]["newer_digest"], v2.as_str());
-    assert!(finding_ids(&r).contains(&"stale-base".to_string()));
+    assert!(support::finding_ids(&r).contains(&"stale-base".to_string()));
 
     // A fresh machine that only knows the new build: the shared OS layer matches.
     let fresh = Env::new();
@@ -151,7 +142,7 @@ fn base_matching_staleness_and_cache() {
         r["before"]["cold_start_bytes"],
         r["before"]["compressed_bytes"]
     );
-    assert!(finding_ids(&r).contains(&"no-lambda-base".to_string()));
+    assert!(support::finding_ids(&r).contains(&"no-lambda-base".to_string()));
 
     // An aged cache of the AWS catalog, offline: used, and its age reported.
     let cached = Env::new();
@@ -192,5 +183,5 @@ fn base_matching_staleness_and_cache() {
         "{}",
         r["base_catalog"]
     );
-    assert!(!finding_ids(&r).contains(&"no-lambda-base".to_string()));
+    assert!(!support::finding_ids(&r).contains(&"no-lambda-base".to_string()));
 }

@@ -52,19 +52,9 @@ fn optimize(env: &Env, proxy: &Proxy, dest_repo: &str) -> Value {
         format!("{p}/{dest_repo}:slim"),
         format!("{p}/lambda/base:1"),
     );
-    let mut args = vec![
-        "optimize",
-        &src,
-        &dst,
-        "--offline",
-        "--base-image",
-        &base,
-        "--format",
-        "json",
-        "-q",
-    ];
+    let mut args = vec!["optimize", &src, &dst, "--base-image", &base];
     args.extend_from_slice(&PATIENT);
-    env.json(&args)
+    env.report(&args)
 }
 
 #[test]

@@ -16,9 +16,9 @@ use support::{
 };
 
 fn optimize(env: &Env, src: &str, dst: &str, extra: &[&str]) -> Value {
-    let mut args = vec!["optimize", src, dst, "--offline", "--format", "json", "-q"];
+    let mut args = vec!["optimize", src, dst];
     args.extend_from_slice(extra);
-    env.json(&args)
+    env.report(&args)
 }
 
 fn removed_paths(r: &Value) -> BTreeSet<String> {
@@ -184,15 +184,11 @@ fn example_output_equals_source_minus_removed_and_is_deterministic() {
     );
 
     // The new layers are what Lambda accepts: gzip, parents present, no hard links.
-    let again = env.json(&[
+    let again = env.report(&[
         "analyze",
         &format!("oci:{}:slim", out.path().display()),
-        "--offline",
         "--base-image",
         &base,
-        "--format",
-        "json",
-        "-q",
     ]);
     for l in &again["layers"].as_array().unwrap()[2..] {
         assert_eq!(l["compression"], "gzip");
@@ -523,15 +519,11 @@ fn a_recompressed_base_is_written_as_the_bases_own_blobs() {
     );
     let env = Env::new();
     let base = format!("{h}/lambda/base:1");
-    let before = env.json(&[
+    let before = env.report(&[
         "analyze",
         &format!("{h}/fn/app-zstd:1"),
-        "--offline",
         "--base-image",
         &base,
-        "--format",
-        "json",
-        "-q",
     ]);
     assert_eq!(
         before["base"]["layers"], 2,

@@ -14,15 +14,6 @@ use support::{
     skopeo_copy, umoci_unpack, walk,
 };
 
-fn ids(r: &Value) -> Vec<String> {
-    r["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn realistic_lambda_image() {
     let layout = realistic_fixture();
@@ -49,17 +40,7 @@ fn realistic_lambda_image() {
     let app = format!("{host}/orders/summary:build-1");
 
     // analyze: base matched, problems found, final filesystem as umoci sees it.
-    let r = env.json(&[
-        "analyze",
-        &app,
-        "--offline",
-        "--base-image",
-        &base,
-        "--list-files",
-        "--format",
-        "json",
-        "-q",
-    ]);
+    let r = env.report(&["analyze", &app, "--base-image", &base, "--list-files"]);
     assert_eq!(r["base"]["image"], base.as_str());
     assert_eq!(r["base"]["layers"], 3);
     assert_eq!(r["base"]["full"], true);
@@ -91,9 +72,9 @@ fn realistic_lambda_image() {
         "no-lambda-base",
     ] {
         assert!(
-            ids(&r).contains(&id.to_string()),
+            support::finding_ids(&r).contains(&id.to_string()),
             "{id} missing: {:?}",
-            ids(&r)
+            support::finding_ids(&r)
         );
     }
     let pkgs: BTreeSet<&str> = r["packages"]
@@ -126,17 +107,7 @@ fn realistic_lambda_image() {
 
     // optimize registry → registry.
     let slim = format!("{host}/orders/summary:build-1-slim");
-    let o = env.json(&[
-        "optimize",
-        &app,
-        &slim,
-        "--offline",
-        "--base-image",
-        &base,
-        "--format",
-        "json",
-        "-q",
-    ]);
+    let o = env.report(&["optimize", &app, &slim, "--base-image", &base]);
     let roles: Vec<&str> = o["new_layers"]
         .as_array()
         .unwrap()
@@ -199,19 +170,15 @@ fn realistic_lambda_image() {
     assert_eq!(after, before);
 
     // The aggressive profile also takes docs, man pages and locales (a dry run).
-    let dry = env.json(&[
+    let dry = env.report(&[
         "optimize",
         &app,
         &format!("{host}/orders/summary:never"),
-        "--offline",
         "--base-image",
         &base,
         "--profile",
         "aggressive",
         "--dry-run",
-        "--format",
-        "json",
-        "-q",
     ]);
     assert_eq!(dry["dry_run"], true);
     assert!(
@@ -222,16 +189,12 @@ fn realistic_lambda_image() {
     assert!(dry["removed"]["bytes"].as_u64().unwrap() > o["removed"]["bytes"].as_u64().unwrap());
 
     // A code-only change: same deps layer digest, only the code layer uploaded.
-    let o2 = env.json(&[
+    let o2 = env.report(&[
         "optimize",
         &format!("{host}/orders/summary:build-2"),
         &format!("{host}/orders/summary:build-2-slim"),
-        "--offline",
         "--base-image",
         &base,
-        "--format",
-        "json",
-        "-q",
     ]);
     let layer = |r: &Value, role: &str| {
         r["new_layers"]

@@ -236,17 +236,16 @@ impl Env {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// `analyze REFERENCE --list-files` as JSON (offline: no catalog fetch).
+    /// Run a command for its JSON report: offline (no catalog fetch), quiet.
+    pub fn report(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--offline", "--format", "json", "-q"]);
+        self.json(&all)
+    }
+
+    /// `analyze REFERENCE --list-files` as JSON.
     pub fn list_files(&self, reference: &str) -> serde_json::Value {
-        self.json(&[
-            "analyze",
-            reference,
-            "--offline",
-            "--list-files",
-            "--format",
-            "json",
-            "-q",
-        ])
+        self.report(&["analyze", reference, "--list-files"])
     }
 
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -433,6 +432,16 @@ pub fn with_lock<T>(name: &str, f: impl FnOnce() -> T) -> T {
     let r = f();
     file.unlock().unwrap();
     r
+}
+
+/// The ids of a report's findings, in report order.
+pub fn finding_ids(r: &serde_json::Value) -> Vec<String> {
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The manifest (or index) `reference` names, as skopeo reads it: an independent
