@@ -23,6 +23,7 @@ pub mod reference;
 pub mod report;
 pub mod transport;
 pub mod ui;
+pub mod workdir;
 pub mod writer;
 
 pub use error::{Error, Result};

@@ -99,6 +99,9 @@ pub struct CatalogStatus {
 pub struct Catalog {
     pub builds: Vec<BaseBuild>,
     pub status: CatalogStatus,
+    /// Manifest digests of the builds named with `--base-image` in this run:
+    /// they win over cached builds that share as many layers.
+    pub explicit: Vec<Digest>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -297,8 +300,10 @@ impl Catalog {
             }
         }
 
+        let mut explicit = Vec::new();
         for reference in &opts.base_images {
             let builds = resolve_builds(reference, reference, "user", &opts.transport)?;
+            explicit.extend(builds.iter().map(|b| b.manifest_digest.clone()));
             record(&mut cache, builds);
         }
 
@@ -366,11 +371,13 @@ impl Catalog {
         Ok(Catalog {
             builds: cache.builds,
             status,
+            explicit,
         })
     }
 
     pub fn empty() -> Catalog {
         Catalog {
+            explicit: Vec::new(),
             builds: Vec::new(),
             status: CatalogStatus {
                 source: "none".into(),
@@ -383,7 +390,9 @@ impl Catalog {
     }
 
     /// The longest run of leading diff_ids shared with a known build of the same
-    /// platform. Ties go to a complete match, then to a current build, then to the
+    /// platform. Ties go to a build named on the command line (a cached build of
+    /// another image with the same layers must not take its credit), then to a
+    /// complete match, then to a current build, then to the
     /// shortest build (the most specific base), then to the smallest image name and
     /// manifest digest, so the answer never depends on catalog order.
     pub fn match_base(&self, diff_ids: &[Digest], platform: &Platform) -> Option<BaseMatch> {
@@ -405,6 +414,7 @@ impl Catalog {
             let full = n == b.layers.len();
             let key = (
                 n,
+                self.explicit.contains(&b.manifest_digest),
                 full,
                 b.current,
                 Reverse(b.layers.len()),
@@ -415,7 +425,7 @@ impl Catalog {
                 best = Some((key, b));
             }
         }
-        let ((n, full, ..), b) = best?;
+        let ((n, _, full, ..), b) = best?;
         let newer = self
             .builds
             .iter()
@@ -530,6 +540,7 @@ mod tests {
     #[test]
     fn longest_prefix_wins_and_staleness_is_reported() {
         let cat = Catalog {
+            explicit: Vec::new(),
             builds: vec![
                 build("provided:al2023", &[1, 2], true),
                 build("python:3.12", &[1, 3, 4], true),
@@ -577,12 +588,43 @@ mod tests {
             let mut b = builds.clone();
             b.rotate_left(rotation);
             let cat = Catalog {
+                explicit: Vec::new(),
                 builds: b,
                 status: Catalog::empty().status,
             };
             picked.push(cat.match_base(&[d(1), d(2)], &amd64).unwrap().image);
         }
         assert_eq!(picked, vec!["java:21"; 3]);
+    }
+
+    /// Two images with the same base layers, built on differently named bases:
+    /// after a run with A's base, a run naming B's base credits B's, not the
+    /// cached A's (which sorts first by name).
+    #[test]
+    fn the_base_named_on_the_command_line_wins_at_equal_length() {
+        let amd64 = Platform::new("linux", "amd64", None);
+        let a = build("registry/a:base", &[1, 2], true);
+        let b = build("registry/b:base", &[1, 2], true);
+        let mut cat = Catalog {
+            explicit: Vec::new(),
+            builds: vec![a.clone(), b.clone()],
+            status: Catalog::empty().status,
+        };
+        let m = cat.match_base(&[d(1), d(2), d(3)], &amd64).unwrap();
+        assert_eq!(
+            m.image, "registry/a:base",
+            "without a choice, the name order decides"
+        );
+        cat.explicit = vec![b.manifest_digest.clone()];
+        let m = cat.match_base(&[d(1), d(2), d(3)], &amd64).unwrap();
+        assert_eq!(
+            (m.image.as_str(), &m.digest),
+            ("registry/b:base", &b.manifest_digest)
+        );
+        // A longer match still beats the named one: the credit follows the layers.
+        cat.builds.push(build("registry/c:base", &[1, 2, 3], true));
+        let m = cat.match_base(&[d(1), d(2), d(3)], &amd64).unwrap();
+        assert_eq!(m.image, "registry/c:base");
     }
 
     #[test]

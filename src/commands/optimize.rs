@@ -67,15 +67,7 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     }
 
     let work_parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let work = tempfile::Builder::new()
-        .prefix("coldpress-")
-        .tempdir_in(&work_parent)
-        .map_err(|e| {
-            Error::io(
-                format!("creating a work directory in {}", work_parent.display()),
-                e,
-            )
-        })?;
+    let work = crate::workdir::create(&work_parent)?;
     let mut opts = super::analyze_options(&args.read, &args.strip);
     opts.read.hash_contents = true;
     opts.spool_dir = Some(work.path().to_path_buf());

@@ -52,8 +52,11 @@ pub struct Node {
     pub content: Option<ContentId>,
     /// Symlink target, as written.
     pub target: Option<Box<str>>,
-    /// For a path created by a hard-link entry: the path it linked to.
+    /// For a path created by a hard-link entry: a path that still shares its
+    /// content (settled by `finish`, after later layers had their say).
     pub hardlink_to: Option<Box<str>>,
+    /// Created by a hard-link entry (even when it is now its content's last name).
+    pub linked: bool,
     pub dev: (u32, u32),
     /// A parent directory the layer did not contain (created like containerd does).
     pub implicit: bool,
@@ -122,6 +125,7 @@ fn implicit_dir(layer: u16) -> Node {
         content: None,
         target: None,
         hardlink_to: None,
+        linked: false,
         dev: (0, 0),
         implicit: true,
     }
@@ -331,6 +335,7 @@ impl FsIndex {
                     let mut n = t.clone();
                     n.layer = layer;
                     n.hardlink_to = Some(target);
+                    n.linked = true;
                     n
                 }
                 kind => {
@@ -370,6 +375,7 @@ impl FsIndex {
                         content,
                         target,
                         hardlink_to: None,
+                        linked: false,
                         dev,
                         implicit: false,
                     }
@@ -416,6 +422,7 @@ impl FsIndex {
         }
         // Captured texts of versions no path holds any more are of no use.
         self.captured.retain(|id, _| live[*id as usize]);
+        self.settle_hardlinks();
         for (i, c) in self.contents.iter().enumerate() {
             if live[i] {
                 continue;
@@ -426,6 +433,56 @@ impl FsIndex {
                 Some(Loss::Deleted) => l.deleted_bytes += c.size,
                 _ => l.shadowed_bytes += c.size,
             }
+        }
+    }
+
+    /// A hard link's `hardlink_to` names a path that still shares its content:
+    /// the one it was linked to, unless a later layer deleted or overwrote that
+    /// path; then another path of the same inode (the first that was not itself
+    /// made by a link), or none when the link is the last name left.
+    fn settle_hardlinks(&mut self) {
+        let stale: Vec<(PathKey, ContentId)> = self
+            .nodes
+            .iter()
+            .filter_map(|(k, n)| {
+                let target = n.hardlink_to.as_deref()?;
+                let c = n.content?;
+                let ok = target != k.as_str()
+                    && self
+                        .nodes
+                        .get(&PathKey::from(target))
+                        .and_then(|t| t.content)
+                        == Some(c);
+                (!ok).then(|| (k.clone(), c))
+            })
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let wanted: std::collections::HashSet<ContentId> = stale.iter().map(|(_, c)| *c).collect();
+        let mut names: HashMap<ContentId, Vec<(&str, bool)>> = HashMap::new();
+        for (k, n) in &self.nodes {
+            if let Some(c) = n.content.filter(|c| wanted.contains(c)) {
+                names
+                    .entry(c)
+                    .or_default()
+                    .push((k.as_str(), n.hardlink_to.is_some()));
+            }
+        }
+        let fixed: Vec<(PathKey, Option<Box<str>>)> = stale
+            .iter()
+            .map(|(k, c)| {
+                let others = names[c].iter().filter(|(p, _)| *p != k.as_str());
+                let pick = others
+                    .clone()
+                    .find(|(_, linked)| !linked)
+                    .or_else(|| others.clone().next())
+                    .map(|(p, _)| Box::from(*p));
+                (k.clone(), pick)
+            })
+            .collect();
+        for (k, to) in fixed {
+            self.nodes.get_mut(&k).expect("collected above").hardlink_to = to;
         }
     }
 

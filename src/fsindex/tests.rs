@@ -109,12 +109,38 @@ fn hardlink_keeps_content_alive_after_target_is_deleted() {
     assert_eq!(paths(&ix), vec!["l"]);
     let l = ix.get("l").unwrap();
     assert_eq!(ix.size_of(l), 100);
-    assert_eq!(l.hardlink_to.as_deref(), Some("t"));
+    // The listing must not name a path that is gone: the link is the last name.
+    assert_eq!(l.hardlink_to.as_deref(), None);
     assert_eq!(
         ix.wasted_bytes(),
         0,
         "the bytes are still reachable through the link"
     );
+}
+
+#[test]
+fn hardlink_to_follows_whiteouts_and_overwrites() {
+    let mut ix = FsIndex::new();
+    ix.apply(
+        vec![
+            file("t", 100),
+            e("a", EntryKind::Hardlink("t".into()), 0),
+            e("b", EntryKind::Hardlink("t".into()), 0),
+            file("u", 7),
+            e("c", EntryKind::Hardlink("u".into()), 0),
+        ],
+        "l0",
+    )
+    .unwrap();
+    // t is deleted: a and b still share one inode, so each names the other.
+    // u is overwritten: c keeps the old bytes, which no other path holds.
+    ix.apply(vec![e("t", EntryKind::Whiteout, 0), file("u", 9)], "l1")
+        .unwrap();
+    ix.finish();
+    assert_eq!(ix.get("a").unwrap().hardlink_to.as_deref(), Some("b"));
+    assert_eq!(ix.get("b").unwrap().hardlink_to.as_deref(), Some("a"));
+    assert_eq!(ix.get("c").unwrap().hardlink_to.as_deref(), None);
+    assert_eq!(ix.size_of(ix.get("c").unwrap()), 7);
 }
 
 #[test]

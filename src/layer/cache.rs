@@ -33,7 +33,7 @@ struct Stored {
 pub struct LayerCache {
     dir: PathBuf,
     /// Keeps a temporary directory alive when no cache directory was given.
-    _tmp: Option<tempfile::TempDir>,
+    _tmp: Option<crate::workdir::RunDir>,
     locks: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
     /// Layers read from a source (not from the cache) in this process.
     pub reads: AtomicU64,
@@ -46,10 +46,7 @@ impl LayerCache {
         let (dir, tmp) = match dir {
             Some(d) => (d, None),
             None => {
-                let t = tempfile::Builder::new()
-                    .prefix("coldpress-layers-")
-                    .tempdir()
-                    .map_err(|e| Error::io("creating a layer cache", e))?;
+                let t = crate::workdir::create(&std::env::temp_dir())?;
                 (t.path().to_path_buf(), Some(t))
             }
         };

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod compression;
 pub mod entry;
 pub mod read;
+pub mod tar;
 
 pub use entry::{Entry, EntryKind, Meta};
 pub use read::{LayerListing, ReadOptions, read_layer};

@@ -1,22 +1,19 @@
 //! The streaming layer reader.
 
-use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
-use std::rc::Rc;
 use std::sync::mpsc;
-
-use indicatif::ProgressBar;
-use tar::EntryType;
 
 use super::compression::{decoder, sniff};
 use super::entry::{
     Entry, EntryKind, Meta, WHITEOUT_PREFIX, basename, normalize_path, whiteout_target,
 };
+use super::tar::{Header, TarError, TarReader, flag};
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result, from_io, to_io};
 use crate::image::{Compression, Descriptor};
+use indicatif::ProgressBar;
 
 /// Largest file whose content the reader keeps for the analysis (RECORD files).
 pub const CAPTURE_MAX: u64 = 1 << 20;
@@ -62,34 +59,6 @@ pub struct LayerListing {
     pub entries: Vec<Entry>,
     /// The uncompressed tar, when spooling was asked for.
     pub spool: Option<tempfile::TempPath>,
-}
-
-/// How many bytes the tar reader may consume between two entries: headers plus
-/// GNU long-name and PAX records, which it holds in memory whole. Real ones are a
-/// few KiB; a hostile layer could declare gigabytes.
-pub const HEADER_BUDGET: u64 = 1 << 20;
-
-struct HeaderGuard<R> {
-    inner: R,
-    budget: Rc<Cell<u64>>,
-    what: String,
-}
-
-impl<R: Read> Read for HeaderGuard<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let left = self.budget.get();
-        if (n as u64) > left {
-            return Err(to_io(Error::invalid(
-                &self.what,
-                format!(
-                    "hostile tar entry: a header or extension record (long name, PAX) of more than {HEADER_BUDGET} bytes"
-                ),
-            )));
-        }
-        self.budget.set(left - n as u64);
-        Ok(n)
-    }
 }
 
 /// Counts bytes, reports progress, and stops a decompression bomb.
@@ -145,62 +114,6 @@ impl<R: Read> Read for Progress<R> {
         }
         Ok(n)
     }
-}
-
-fn pax_meta(entry: &mut tar::Entry<impl Read>, meta: &mut Meta, what: &str) -> Result<()> {
-    let Some(exts) = entry.pax_extensions().map_err(|e| from_io(what, e))? else {
-        return Ok(());
-    };
-    let mut xattrs: Vec<(Box<str>, Box<[u8]>)> = Vec::new();
-    for ext in exts {
-        let ext = ext.map_err(|e| from_io(what, e))?;
-        let key = ext
-            .key()
-            .map_err(|_| Error::invalid(what, "PAX record key is not UTF-8"))?;
-        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-            xattrs.push((name.into(), ext.value_bytes().into()));
-        } else if key.starts_with("GNU.sparse.") {
-            // PAX-format sparse files: tar-rs would read the map as file content
-            // under a made-up name (GNUSparseFile.0/…), where Go's archive/tar
-            // (containerd) expands the holes. Refused like GNU sparse entries.
-            return Err(Error::unsupported(
-                what,
-                "hostile or unsupported tar entry: a PAX-format sparse file (GNU.sparse.* records; OCI layers should not use sparse files)",
-            ));
-        } else if key == "mtime" {
-            let v = ext
-                .value()
-                .map_err(|_| Error::invalid(what, "PAX mtime is not UTF-8"))?;
-            let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
-            let secs: i64 = secs
-                .parse()
-                .map_err(|_| Error::invalid(what, format!("PAX mtime {v:?} is not a number")))?;
-            let mut digits: String = frac.chars().take(9).collect();
-            if !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Error::invalid(
-                    what,
-                    format!("PAX mtime {v:?} is not a number"),
-                ));
-            }
-            while digits.len() < 9 {
-                digits.push('0');
-            }
-            let mut nsec: u32 = digits.parse().unwrap_or(0);
-            let mut secs = secs;
-            // "-1.5" means 1.5 s before the epoch: floor the seconds, positive fraction.
-            if v.starts_with('-') && nsec > 0 {
-                secs -= 1;
-                nsec = 1_000_000_000 - nsec;
-            }
-            meta.mtime = secs;
-            meta.mtime_nsec = nsec;
-        }
-    }
-    if !xattrs.is_empty() {
-        xattrs.sort();
-        meta.xattrs = Some(xattrs.into_boxed_slice());
-    }
-    Ok(())
 }
 
 /// Read one layer blob from `source`, verifying its digest and diff_id.
@@ -400,79 +313,81 @@ fn parse(
         inner: limited,
         out: spool,
     };
-    let budget = Rc::new(Cell::new(HEADER_BUDGET));
-    let guard = HeaderGuard {
-        inner: tee,
-        budget: budget.clone(),
-        what: what.to_string(),
-    };
     let mut capture_budget = CAPTURE_BUDGET;
-    let mut archive = tar::Archive::new(guard);
+    let mut tar = TarReader::new(tee);
     let mut entries = Vec::new();
-    {
-        let mut iter = archive.entries().map_err(|e| from_io(what, e))?;
-        loop {
-            // Between entries the tar reader only reads headers and extension records
-            // (long names, PAX), which it keeps in memory: bound them.
-            budget.set(HEADER_BUDGET);
-            let Some(raw_entry) = iter.next() else { break };
-            budget.set(u64::MAX);
-            let mut e = raw_entry.map_err(|e| from_io(format!("{what}: reading tar"), e))?;
-            if let Some(entry) = convert(&mut e, opts, what, &mut capture_budget)? {
-                if entries.len() >= opts.max_entries {
-                    return Err(Error::invalid(
-                        what,
-                        format!(
-                            "more than {} entries in one layer (raise the limit with --max-entries)",
-                            opts.max_entries
-                        ),
-                    ));
-                }
-                entries.push(entry);
+    while let Some(h) = tar.next_header().map_err(|e| tar_error(what, e))? {
+        if let Some(entry) = convert(h, &mut tar, opts, what, &mut capture_budget)? {
+            if entries.len() >= opts.max_entries {
+                return Err(Error::invalid(
+                    what,
+                    format!(
+                        "more than {} entries in one layer (raise the limit with --max-entries)",
+                        opts.max_entries
+                    ),
+                ));
             }
-            // Read what is left of the entry here, outside the header budget.
-            io::copy(&mut e, &mut io::sink()).map_err(|err| from_io(what, err))?;
+            entries.push(entry);
         }
     }
-    // The tar reader stops at the end-of-archive marker; the padding after it is
+    // The reader stops at the end-of-archive marker; the padding after it is
     // part of the diff_id, so hash to EOF.
-    budget.set(u64::MAX);
-    let mut rest = archive.into_inner();
+    let mut rest = tar.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| from_io(what, e))?;
-    let mut tee = rest.inner;
-    if let Some(mut f) = tee.out.take() {
+    if let Some(mut f) = rest.out.take() {
         f.flush().with_ctx(|| format!("{what}: writing spool"))?;
     }
-    Ok((entries, tee.inner.count))
+    Ok((entries, rest.inner.count))
 }
 
-/// Turn one tar entry into an [`Entry`], or `None` for entries that carry no file
-/// (PAX global headers, AUFS bookkeeping).
+fn tar_error(what: &str, e: TarError) -> Error {
+    match e {
+        TarError::Io(e) => from_io(format!("{what}: reading tar"), e),
+        TarError::Header(m) => Error::invalid(what, format!("malformed tar header: {m}")),
+        TarError::Refused(m) => Error::unsupported(what, m),
+    }
+}
+
+/// Turn one header into an [`Entry`], reading (hashing, capturing) its data, or
+/// `None` for entries that carry no file (AUFS bookkeeping).
 fn convert(
-    e: &mut tar::Entry<impl Read>,
+    h: Header,
+    data: &mut impl Read,
     opts: &ReadOptions,
     what: &str,
     capture_budget: &mut u64,
 ) -> Result<Option<Entry>> {
-    let etype = e.header().entry_type();
-    if etype == EntryType::XGlobalHeader {
-        return Ok(None);
-    }
-    let raw_path = e.path_bytes().into_owned();
-    let path = normalize_path(&raw_path)
+    let path = normalize_path(&h.name)
         .map_err(|m| Error::invalid(what, format!("hostile tar entry: {m}")))?;
-    let h = e.header();
-    let mut meta = Meta {
-        mode: h.mode().map_err(|err| from_io(what, err))? & 0o7777,
-        uid: h.uid().map_err(|err| from_io(what, err))?,
-        gid: h.gid().map_err(|err| from_io(what, err))?,
-        mtime: h.mtime().map_err(|err| from_io(what, err))? as i64,
-        mtime_nsec: 0,
-        xattrs: None,
+    let int = |v: i64, field: &str| -> Result<u64> {
+        u64::try_from(v).map_err(|_| {
+            Error::invalid(
+                what,
+                format!("tar entry {path:?} has a negative {field} ({v})"),
+            )
+        })
     };
-    pax_meta(e, &mut meta, what)?;
-    let size = e.size();
-    let data_offset = e.raw_file_position();
+    let mut xattrs: Vec<(Box<str>, Box<[u8]>)> = Vec::with_capacity(h.xattrs.len());
+    for (k, v) in h.xattrs {
+        let k = String::from_utf8(k).map_err(|_| {
+            Error::invalid(
+                what,
+                format!("tar entry {path:?} has an xattr name that is not UTF-8"),
+            )
+        })?;
+        xattrs.push((k.into(), v.into()));
+    }
+    xattrs.sort();
+    let meta = Meta {
+        mode: (h.mode & 0o7777) as u32,
+        uid: int(h.uid, "uid")?,
+        gid: int(h.gid, "gid")?,
+        mtime: h.mtime,
+        mtime_nsec: h.mtime_nsec,
+        xattrs: (!xattrs.is_empty()).then(|| xattrs.into_boxed_slice()),
+    };
+    let size = int(h.size, "size")?;
+    let data_offset = h.data_offset;
 
     if basename(&path).starts_with(WHITEOUT_PREFIX) {
         return Ok(whiteout_target(&path)
@@ -492,7 +407,7 @@ fn convert(
                 sparse: false,
             }));
     }
-    if path.is_empty() && etype != EntryType::Directory {
+    if path.is_empty() && h.typeflag != flag::DIR {
         return Err(Error::invalid(
             what,
             "hostile tar entry: a non-directory entry for the root",
@@ -500,10 +415,7 @@ fn convert(
     }
 
     let link_name = || -> Result<Box<str>> {
-        let raw = e
-            .link_name_bytes()
-            .ok_or_else(|| Error::invalid(what, format!("link {path:?} has no target")))?;
-        let s = std::str::from_utf8(&raw)
+        let s = std::str::from_utf8(&h.linkname)
             .map_err(|_| Error::invalid(what, format!("link target of {path:?} is not UTF-8")))?;
         if s.contains('\0') || s.is_empty() {
             return Err(Error::invalid(
@@ -513,11 +425,19 @@ fn convert(
         }
         Ok(s.into())
     };
-    let (kind, sparse) = match etype {
-        EntryType::Regular | EntryType::Continuous => (EntryKind::File, false),
-        // The tar reader expands sparse holes itself, without any limit: a 91-byte
-        // layer can declare a petabyte of zeros. OCI layers should not use them.
-        EntryType::GNUSparse => {
+    let device = |v: i64| {
+        u32::try_from(v).map_err(|_| {
+            Error::invalid(
+                what,
+                format!("device {path:?} has an out-of-range number {v}"),
+            )
+        })
+    };
+    let kind = match h.typeflag {
+        flag::REG => EntryKind::File,
+        // The tar reader would expand sparse holes itself, without any limit: a
+        // 91-byte layer can declare a petabyte of zeros. OCI layers should not use them.
+        flag::GNU_SPARSE => {
             return Err(Error::unsupported(
                 what,
                 format!(
@@ -525,9 +445,9 @@ fn convert(
                 ),
             ));
         }
-        EntryType::Directory => (EntryKind::Dir, false),
-        EntryType::Symlink => (EntryKind::Symlink(link_name()?), false),
-        EntryType::Link => {
+        flag::DIR => EntryKind::Dir,
+        flag::SYMLINK => EntryKind::Symlink(link_name()?),
+        flag::LINK => {
             let target = link_name()?;
             let norm = normalize_path(target.as_bytes()).map_err(|m| {
                 Error::invalid(
@@ -535,32 +455,19 @@ fn convert(
                     format!("hostile tar entry: hard link {path:?} to {m}"),
                 )
             })?;
-            (EntryKind::Hardlink(norm.into()), false)
+            EntryKind::Hardlink(norm.into())
         }
-        EntryType::Char | EntryType::Block => {
-            let major = e
-                .header()
-                .device_major()
-                .map_err(|err| from_io(what, err))?
-                .unwrap_or(0);
-            let minor = e
-                .header()
-                .device_minor()
-                .map_err(|err| from_io(what, err))?
-                .unwrap_or(0);
-            if etype == EntryType::Char {
-                (EntryKind::Char(major, minor), false)
-            } else {
-                (EntryKind::Block(major, minor), false)
-            }
-        }
-        EntryType::Fifo => (EntryKind::Fifo, false),
+        flag::CHAR => EntryKind::Char(device(h.devmajor)?, device(h.devminor)?),
+        flag::BLOCK => EntryKind::Block(device(h.devmajor)?, device(h.devminor)?),
+        flag::FIFO => EntryKind::Fifo,
+        // Go's reader hands these to containerd, which refuses any type it does not
+        // unpack ("unhandled tar header type"): contiguous files ('7') included.
         other => {
             return Err(Error::unsupported(
                 what,
                 format!(
-                    "tar entry {path:?} has unsupported type {:?}",
-                    other.as_byte() as char
+                    "tar entry {path:?} has type {:?}, which containerd does not unpack",
+                    other as char
                 ),
             ));
         }
@@ -579,7 +486,7 @@ fn convert(
             let mut keep = Vec::new();
             let mut buf = [0u8; 64 * 1024];
             loop {
-                let n = e
+                let n = data
                     .read(&mut buf)
                     .map_err(|err| from_io(format!("{what}: reading {path}"), err))?;
                 if n == 0 {
@@ -602,20 +509,13 @@ fn convert(
     }
     Ok(Some(Entry {
         path: path.into(),
+        size: if kind == EntryKind::File { size } else { 0 },
         kind,
         meta,
-        size: if matches!(
-            etype,
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
-        ) {
-            size
-        } else {
-            0
-        },
         data_offset,
         content_hash,
         captured,
-        sparse,
+        sparse: false,
     }))
 }
 

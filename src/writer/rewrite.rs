@@ -127,7 +127,7 @@ pub fn write_layer(
                             offset: c.data_offset,
                             left: c.size,
                         };
-                        if n.hardlink_to.is_some() {
+                        if n.linked {
                             // Lambda rejects hard-link entries: the link becomes a copy.
                             hardlink_copy_bytes += c.size;
                         }
