@@ -185,3 +185,67 @@ fn base_matching_staleness_and_cache() {
     );
     assert!(!support::finding_ids(&r).contains(&"no-lambda-base".to_string()));
 }
+
+/// Two bases with the same layers but different manifests (a rebuilt config, a
+/// copy under another name): the one named on the command line gets the credit,
+/// even when the other is cached from an earlier run and sorts first.
+#[test]
+fn the_base_named_on_the_command_line_wins_over_a_cached_one() {
+    let layout = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (a_digest, _) = images(layout.path());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = spec(&[]);
+    b.env.push("BASE_FLAVOUR=b".into());
+    for (l, by) in base_layers(tmp.path()).unwrap() {
+        b.add(l, by);
+    }
+    let b_digest = b
+        .write(&OciLayoutSink::create(layout.path(), Some("base-x")).unwrap())
+        .unwrap()
+        .digest
+        .to_string();
+    assert_ne!(a_digest, b_digest);
+    let oci = |t: &str| format!("oci:{}:{t}", layout.path().display());
+    let env = Env::new();
+    let optimize = |base: &str, dst: &str| -> Value {
+        env.json(&[
+            "optimize",
+            &oci("app"),
+            &format!("oci:{}:{dst}", out.path().display()),
+            "--offline",
+            "--base-image",
+            base,
+            "--format",
+            "json",
+            "-q",
+        ])
+    };
+    let r = optimize(&oci("base-v1"), "out-a");
+    assert_eq!(r["base"]["digest"], a_digest.as_str());
+    // base-v1 is now cached, and its name sorts before base-b's.
+    let r = optimize(&oci("base-x"), "out-b");
+    assert_eq!(r["base"]["image"], oci("base-x").as_str());
+    assert_eq!(r["base"]["digest"], b_digest.as_str());
+    let m = support::raw_manifest(&format!("oci:{}:out-b", out.path().display()));
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.base.digest"],
+        b_digest.as_str(),
+        "{m}"
+    );
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.base.name"],
+        oci("base-x").as_str()
+    );
+    let config = std::process::Command::new(support::require("skopeo", "skopeo"))
+        .args(["inspect", "--config", "--raw"])
+        .arg(format!("oci:{}:out-b", out.path().display()))
+        .output()
+        .unwrap();
+    support::assert_success(&config, "skopeo inspect --config");
+    let config: Value = serde_json::from_slice(&config.stdout).unwrap();
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.base.digest"],
+        b_digest.as_str()
+    );
+}

@@ -183,6 +183,12 @@ fn killed_pushes_never_leave_a_partial_tag() {
         reusable > 0,
         "no kill landed while layers were being uploaded"
     );
+    // Killed runs leave their spools; the next run sweeps them (their locks are free).
+    let left_by_kills = walkdir_count(&env.tmp());
+    assert!(
+        left_by_kills > 0,
+        "the kills left spools behind, so the sweep is tested"
+    );
     // The next run completes, reusing the blobs the killed runs uploaded: the
     // registry's log shows no upload of any of them.
     let up_before = present();
@@ -215,9 +221,31 @@ fn killed_pushes_never_leave_a_partial_tag() {
         log.contains("PUT /v2/fn/app-slim/manifests/"),
         "the final run tagged:\n{log}"
     );
+    let left_after = walkdir_count(&env.tmp());
+    assert_eq!(
+        left_after, 0,
+        "the next run deleted what {left_by_kills} files of killed runs left in its TMPDIR"
+    );
     eprintln!(
         "20 kills within {:.2}s runs: {untagged} left no tag ({mid_push} of them after new layers were uploaded), {tagged} had completed; after a kill with {reusable} new layers up, the next run reused {reused} blobs and uploaded {}",
         full_run.as_secs_f64(),
         after["push"]["uploaded_blobs"]
     );
+}
+
+/// Files and directories below `dir` (not `dir` itself).
+fn walkdir_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    1 + if e.file_type().unwrap().is_dir() {
+                        walkdir_count(&e.path())
+                    } else {
+                        0
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -203,7 +203,13 @@ impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("home/.docker")).unwrap();
+        fs::create_dir_all(dir.path().join("tmp")).unwrap();
         Env { dir }
+    }
+
+    /// The runs' own TMPDIR: whatever coldpress leaves behind can be seen here.
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
     }
 
     pub fn home(&self) -> PathBuf {
@@ -215,6 +221,7 @@ impl Env {
         c.env("HOME", self.home())
             .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
             .env("DOCKER_CONFIG", self.home().join(".docker"))
+            .env("TMPDIR", self.tmp())
             .env_remove("COLDPRESS_CACHE_DIR")
             .stdin(Stdio::null());
         c
