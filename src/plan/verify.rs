@@ -71,10 +71,13 @@ pub fn read_back(desc: &Descriptor, w: &Written) -> Result<LayerListing> {
 /// crate's own reading.
 fn independent_entry(e: &mut tar::Entry<impl Read>, what: &str) -> Result<Option<Entry>> {
     let raw = e.path_bytes().into_owned();
-    let path = std::str::from_utf8(&raw)
-        .map_err(|_| Error::invalid(what, "written path is not UTF-8"))?
-        .trim_end_matches('/')
-        .to_string();
+    let written =
+        std::str::from_utf8(&raw).map_err(|_| Error::invalid(what, "written path is not UTF-8"))?;
+    // The writer names the root `./` and directories with a trailing slash.
+    let path = match written.trim_end_matches('/') {
+        "." | "" => String::new(),
+        p => p.strip_prefix("./").unwrap_or(p).to_string(),
+    };
     let h = e.header();
     let num = |r: std::io::Result<u64>| r.map_err(|err| from_io(what, err));
     let mut meta = Meta {

@@ -449,6 +449,11 @@ def build_cases():
             + END
         ],
     )
+    case(
+        "root-directory-entry",
+        [entry(b"./", typeflag=b"5", mode=0o755) + entry(b"./rooted.txt", b"under ./") + END],
+        why="the root's own entry is rewritten as ./ and must read back as the root",
+    )
     # Archive ends.
     case("no-end-marker", [entry(b"noend.txt", b"no zero blocks")])
     case("one-zero-block", [entry(b"onezero.txt", b"one zero block") + b"\0" * BLOCK])
