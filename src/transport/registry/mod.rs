@@ -1,13 +1,22 @@
 //! Images in a registry (OCI distribution API).
+//!
+//! `http` is the request engine (the one retry loop and its table); `auth`,
+//! `manifests`, `blobs` and `paginate` are its callers, one job each.
 
-pub mod client;
+mod auth;
+mod blobs;
 pub mod credentials;
+mod http;
+mod manifests;
+mod paginate;
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use client::{Client, RegistryOptions, RetryPolicy};
+pub use auth::Scope;
+pub use blobs::BlobStream;
+pub use http::{Client, RegistryOptions, RetryPolicy};
 
 use super::{BlobContent, BlobOutcome, FromSource, Sink, Source};
 use crate::error::{Error, Result};
@@ -142,7 +151,11 @@ impl Sink for RegistrySink {
                     return Ok(BlobOutcome::Uploaded);
                 }
                 Err(e) => crate::ui::trace(|| {
-                    format!("mount of {} failed ({e}); uploading instead", desc.digest)
+                    format!(
+                        "mount of {} failed ({}); uploading instead",
+                        desc.digest,
+                        crate::error::Chain(&e)
+                    )
                 }),
             }
         }
