@@ -18,6 +18,10 @@ fn main() -> ExitCode {
         Command::Analyze(a) => commands::analyze::run(a),
         Command::Optimize(o) => commands::optimize::run(o),
         Command::Audit(a) => commands::audit::run(a),
+        Command::Completions(c) => {
+            coldpress::cli::write_completions(c.shell, &mut std::io::stdout().lock());
+            Ok(())
+        }
         Command::Example(e) => coldpress::example::write_example(&e.dir).map(|written| {
             for (tag, digest) in written {
                 println!("oci:{}:{tag}\t{digest}", e.dir.display());
