@@ -26,8 +26,11 @@ FROM docker.io/library/debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 10001 coldpress
+    && install -d -o 10001 -g 10001 /home/coldpress
 COPY --from=build /out/coldpress /usr/local/bin/coldpress
-USER coldpress
+# A numeric user needs no passwd entry (nor useradd in the base); HOME is where
+# coldpress keeps its cache (~/.cache/coldpress) and finds ~/.docker/config.json.
+ENV HOME=/home/coldpress
+USER 10001:10001
 WORKDIR /home/coldpress
 ENTRYPOINT ["/usr/local/bin/coldpress"]
