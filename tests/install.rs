@@ -76,7 +76,7 @@ fn dockerfile_builds_and_runs_coldpress_as_a_non_root_user() {
     let base = dockerfile
         .lines()
         .filter_map(|l| l.strip_prefix("FROM "))
-        .last()
+        .next_back()
         .unwrap()
         .trim()
         .to_string();

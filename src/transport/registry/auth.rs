@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::Client;
 use super::credentials::{self, Credential, Found, Secret};
-use super::http::{Attempts, Failure, error_summary, read_capped, urlencode};
+use super::http::{error_summary, read_capped, urlencode};
+use super::retry::{Attempts, Failure};
 use crate::error::{Error, RegistryErrorKind, Result};
 use crate::ui;
 

@@ -12,7 +12,8 @@ use reqwest::{Method, StatusCode};
 
 use super::Client;
 use super::auth::Scope;
-use super::http::{Attempts, Failure, urlencode};
+use super::http::urlencode;
+use super::retry::{Attempts, Failure};
 use crate::digest::Digest;
 use crate::error::{Error, RegistryErrorKind, Result, to_io};
 use crate::image::Descriptor;

@@ -5,7 +5,7 @@ use reqwest::header::CONTENT_TYPE;
 
 use super::Client;
 use super::auth::Scope;
-use super::http::{Attempts, Failure};
+use super::retry::{Attempts, Failure};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{MAX_MANIFEST_BYTES, MediaType, RawManifest};

@@ -1,7 +1,8 @@
 //! Images in a registry (OCI distribution API).
 //!
-//! `http` is the request engine (the one retry loop and its table); `auth`,
-//! `manifests`, `blobs` and `paginate` are its callers, one job each.
+//! The request engine is `http` (one attempt: auth, send, classify) and `retry`
+//! (the table, the budget, the one loop); `auth`, `manifests`, `blobs` and
+//! `paginate` are its callers, one job each.
 
 mod auth;
 mod blobs;
@@ -9,6 +10,7 @@ pub mod credentials;
 mod http;
 mod manifests;
 mod paginate;
+mod retry;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -16,7 +18,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub use auth::Scope;
 pub use blobs::BlobStream;
-pub use http::{Client, RegistryOptions, RetryPolicy};
+pub use http::{Client, RegistryOptions};
+pub use retry::RetryPolicy;
 
 use super::{BlobContent, BlobOutcome, FromSource, Sink, Source};
 use crate::error::{Error, Result};
