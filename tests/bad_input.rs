@@ -93,12 +93,12 @@ fn unknown_images_name_what_was_missing() {
         (
             format!("{}/app:nope", registry.host),
             vec!["app:nope", "not found"],
-            "check the name and tag",
+            "check the repository and tag",
         ),
         (
             format!("{}/nothing/here:v1", registry.host),
             vec!["nothing/here", "not found"],
-            "check the name and tag",
+            "check the repository and tag",
         ),
         (
             format!("oci:{}:nope", layout.path().display()),

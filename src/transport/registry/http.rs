@@ -320,7 +320,13 @@ impl Client {
             )),
             StatusCode::NOT_FOUND => Error::NotFound {
                 what: format!("{}: {what}", self.registry),
-                hint: format!("check the name and tag; the registry said {summary}"),
+                // A missing manifest is usually a typo; a missing blob is the
+                // registry's problem, and its own words are all we can add.
+                hint: if what.starts_with("manifest") {
+                    format!("check the repository and tag; the registry said {summary}")
+                } else {
+                    format!("the registry said {summary}")
+                },
             },
             s if matches!(classify(Answer::Status(s)), Action::Retry) || s.is_server_error() => {
                 self.err(
