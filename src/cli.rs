@@ -45,6 +45,26 @@ pub enum Command {
     Audit(Box<AuditArgs>),
     /// Write the built-in example images (a stand-in Lambda base and a naive function image) to an OCI layout.
     Example(ExampleArgs),
+    /// Print a shell completion script (e.g. `coldpress completions bash > /etc/bash_completion.d/coldpress`).
+    Completions(CompletionsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Write the completion script for `shell` to `out`.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "coldpress", out);
+}
+
+/// One layer per core: reading a layer is decompression and hashing, CPU-bound.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -121,8 +141,8 @@ pub struct ReadArgs {
     /// Platform to pick from a multi-platform index (os/arch[/variant]).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<Platform>,
-    /// Layers processed at the same time.
-    #[arg(long, default_value_t = 2, value_name = "N")]
+    /// Layers processed at the same time (default: the available parallelism).
+    #[arg(long, default_value_t = default_jobs(), value_name = "N")]
     pub jobs: usize,
     /// Refuse a layer that decompresses to more than this many bytes.
     #[arg(long, default_value_t = 32 << 30, value_name = "BYTES")]

@@ -1,4 +1,10 @@
 //! Typed errors for the library. Only `main` turns them into messages and exit codes.
+//!
+//! Each error's `Display` says what failed, at its own level only; what caused it is
+//! its `#[source]` chain, and what to do about it is its [`Error::hint`]. `main`
+//! prints the three the way uv does: `error: …`, `  caused by: …` per source, then
+//! one `hint: …`. Where an error has to fit on one line (a warning, an audit row),
+//! [`Chain`] joins the message and its causes with `: `.
 
 use std::fmt;
 use std::io;
@@ -6,16 +12,16 @@ use std::io;
 /// Everything that can go wrong, grouped by what the user has to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The command line or a reference could not be understood (exit code 2).
+    /// Flags that cannot work together (exit code 2).
     #[error("{0}")]
     Usage(String),
 
-    /// A reference did not parse.
+    /// A reference did not parse (exit code 1: bad input, like a missing tag).
     #[error("invalid image reference '{input}': {reason}")]
     Reference { input: String, reason: String },
 
     /// Reading or writing a local file failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -28,6 +34,11 @@ pub enum Error {
         registry: String,
         kind: RegistryErrorKind,
         message: String,
+        /// The transport error underneath (URLs stripped: they may carry tokens).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        /// What the user can do about it, when we know.
+        hint: Option<String>,
     },
 
     /// Content did not match the digest that names it.
@@ -46,8 +57,9 @@ pub enum Error {
     #[error("{what}: {message}")]
     Unsupported { what: String, message: String },
 
-    /// The image or tag does not exist.
-    #[error("{what}: not found{hint}")]
+    /// The image or tag does not exist. `hint` (empty for none) says what is there
+    /// instead or where to look.
+    #[error("{what}: not found")]
     NotFound { what: String, hint: String },
 
     /// A CI threshold was exceeded (exit code 3).
@@ -98,6 +110,45 @@ impl Error {
         }
     }
 
+    pub fn registry(
+        registry: impl fmt::Display,
+        kind: RegistryErrorKind,
+        message: impl fmt::Display,
+    ) -> Self {
+        Error::Registry {
+            registry: registry.to_string(),
+            kind,
+            message: message.to_string(),
+            source: None,
+            hint: None,
+        }
+    }
+
+    /// Attach what the user can do. Only the variants that carry a hint take one;
+    /// for the others it is dropped (their messages already say what to fix).
+    pub fn with_hint(mut self, text: impl Into<String>) -> Self {
+        match &mut self {
+            Error::Registry { hint, .. } => *hint = Some(text.into()),
+            Error::NotFound { hint, .. } => *hint = text.into(),
+            _ => {}
+        }
+        self
+    }
+
+    /// The one `hint:` line for this error, if it has one.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::Registry { hint, .. } => hint.as_deref(),
+            Error::NotFound { hint, .. } if !hint.is_empty() => Some(hint),
+            // An error that travelled through `io::Read` keeps its hint.
+            Error::Io { source, .. } => source
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<Error>())
+                .and_then(Error::hint),
+            _ => None,
+        }
+    }
+
     /// Whether repeating the same request might succeed.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -119,6 +170,38 @@ impl Error {
             _ => 1,
         }
     }
+}
+
+/// An error and its causes on one line, `message: cause: cause`, for places that
+/// have only one line (warnings, audit rows, traces).
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        for cause in causes(self.0) {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The `#[source]` chain below `e`, as lines worth printing. An `io::Error` that
+/// only carries one of our errors (see [`to_io`]) prints the same text as that
+/// error, so the repeat is skipped.
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut last = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if text != last && !text.is_empty() {
+            out.push(text.clone());
+        }
+        last = text;
+        next = s.source();
+    }
+    out
 }
 
 /// Attach "what were we doing" to io errors at the call site.

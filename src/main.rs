@@ -18,6 +18,10 @@ fn main() -> ExitCode {
         Command::Analyze(a) => commands::analyze::run(a),
         Command::Optimize(o) => commands::optimize::run(o),
         Command::Audit(a) => commands::audit::run(a),
+        Command::Completions(c) => {
+            coldpress::cli::write_completions(c.shell, &mut std::io::stdout().lock());
+            Ok(())
+        }
         Command::Example(e) => coldpress::example::write_example(&e.dir).map(|written| {
             for (tag, digest) in written {
                 println!("oci:{}:{tag}\t{digest}", e.dir.display());
@@ -27,9 +31,20 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, naming the thing that failed; the cause chain is in the message.
-            eprintln!("error: {e}");
+            eprint!("{}", render_error(&e));
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// uv's shape: the thing that failed, the typed causes under it, one thing to do.
+fn render_error(e: &coldpress::error::Error) -> String {
+    let mut out = format!("error: {e}\n");
+    for cause in coldpress::error::causes(e) {
+        out.push_str(&format!("  caused by: {cause}\n"));
+    }
+    if let Some(hint) = e.hint() {
+        out.push_str(&format!("hint: {hint}\n"));
+    }
+    out
 }

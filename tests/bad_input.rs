@@ -1,11 +1,12 @@
-//! Bad input gets one clear line naming the thing, a non-zero exit, and no panic.
+//! Bad input gets one clear error naming the thing (first line; causes and a hint
+//! under it), a non-zero exit, and no panic.
 
 mod support;
 
 use std::fs;
 use std::path::Path;
 
-use support::{Env, Registry, skopeo_copy};
+use support::{Env, ErrorBlock, Registry, skopeo_copy};
 
 fn example() -> tempfile::TempDir {
     let layout = tempfile::tempdir().unwrap();
@@ -13,19 +14,17 @@ fn example() -> tempfile::TempDir {
     layout
 }
 
-/// Run, expect `code`, and return the single error line.
-fn fails(env: &Env, args: &[&str], code: i32) -> String {
+/// Run, expect `code`, and return the error: one `error:` line, its causes, a hint.
+fn fails(env: &Env, args: &[&str], code: i32) -> ErrorBlock {
     let out = env.run(args);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(code), "coldpress {args:?}: {err}");
     assert!(!err.contains("panicked"), "{err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(errors.len(), 1, "exactly one error line expected:\n{err}");
-    errors[0].to_string()
+    ErrorBlock::parse(&err)
 }
 
-/// `analyze REFERENCE --offline` must fail with exit 1 and one error line.
-fn analyze_fails(env: &Env, reference: &str) -> String {
+/// `analyze REFERENCE --offline` must fail with exit 1 and one error.
+fn analyze_fails(env: &Env, reference: &str) -> ErrorBlock {
     fails(env, &["analyze", reference, "--offline"], 1)
 }
 
@@ -54,8 +53,8 @@ fn blob(layout: &Path, digest: &str) -> std::path::PathBuf {
 fn references_that_do_not_parse_are_input_errors() {
     let env = Env::new();
     for bad in ["Not/A/Valid:Ref", "repo:bad tag", "ftp://host/x", "oci:"] {
-        let line = fails(&env, &["analyze", bad, "--offline"], 1);
-        assert!(line.contains("invalid image reference"), "{line}");
+        let e = fails(&env, &["analyze", bad, "--offline"], 1);
+        assert!(e.error.contains("invalid image reference"), "{e:?}");
     }
 }
 
@@ -68,10 +67,10 @@ fn plain_http_off_loopback_needs_insecure_registry() {
     let host = registry.off_loopback_host();
     let image = format!("{host}/app:v1");
     let env = Env::new();
-    let line = fails(&env, &["analyze", &image, "--offline", "--retries", "1"], 1);
+    let e = fails(&env, &["analyze", &image, "--offline", "--retries", "1"], 1);
     assert!(
-        line.contains(&host) && line.contains("--insecure-registry"),
-        "names the registry and the way out: {line}"
+        e.error.contains(&host) && e.hint().contains("--insecure-registry"),
+        "names the registry, and the way out in the hint: {e:?}"
     );
     let r = env.report(&["analyze", &image, "--insecure-registry", &host]);
     assert_eq!(r["source"]["reference"], image.as_str());
@@ -89,33 +88,38 @@ fn unknown_images_name_what_was_missing() {
     );
     let env = Env::new();
     let closed = format!("127.0.0.1:{}", support::free_port());
+    // (reference, what the error line names, what the hint says)
     let cases = [
         (
             format!("{}/app:nope", registry.host),
             vec!["app:nope", "not found"],
+            "check the repository and tag",
         ),
         (
             format!("{}/nothing/here:v1", registry.host),
             vec!["nothing/here", "not found"],
+            "check the repository and tag",
         ),
         (
             format!("oci:{}:nope", layout.path().display()),
-            vec!["not found", "base, app, app-v2"],
+            vec!["nope", "not found"],
+            "tags in this layout: base, app, app-v2",
         ),
         (
             format!("{closed}/app:v1"),
-            vec![closed.as_str(), "connection"],
+            vec![closed.as_str(), "connection failed"],
+            "",
         ),
     ];
-    for (reference, expect) in &cases {
-        let line = fails(
+    for (reference, expect, hint) in &cases {
+        let e = fails(
             &env,
             &["analyze", reference, "--offline", "--retries", "1"],
             1,
         );
         assert!(
-            expect.iter().all(|e| line.contains(e)),
-            "{reference}: {line}"
+            expect.iter().all(|x| e.error.contains(x)) && e.hint().contains(hint),
+            "{reference}: {e:?}"
         );
     }
 }
@@ -131,10 +135,10 @@ fn a_corrupted_blob_is_caught_and_named() {
     bytes[mid] ^= 0xff;
     fs::write(&path, bytes).unwrap();
     let env = Env::new();
-    let line = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
+    let e = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
     // Flipping a byte inside the deflate stream breaks either the gzip CRC or our digest check;
     // both must name the layer.
-    assert!(line.contains(digest), "{line}");
+    assert!(e.error.contains(digest), "{e:?}");
 
     // Through a registry the same: the blob is served as stored.
     let layout2 = example();
@@ -155,8 +159,8 @@ fn a_corrupted_blob_is_caught_and_named() {
     let n = bytes.len();
     bytes[n - 9] ^= 0xff; // inside the gzip trailer: the CRC/size check or the digest fails
     fs::write(&stored, bytes).unwrap();
-    let line = analyze_fails(&env, &format!("{}/app:v1", registry.host));
-    assert!(line.contains(digest), "{line}");
+    let e = analyze_fails(&env, &format!("{}/app:v1", registry.host));
+    assert!(e.error.contains(digest), "{e:?}");
 }
 
 /// Rewrite the app image's config or manifest in the layout, keeping it consistent.
@@ -202,8 +206,11 @@ fn a_wrong_diff_id_is_caught() {
         cfg["rootfs"]["diff_ids"][2] = wrong.clone().into();
     });
     let env = Env::new();
-    let line = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
-    assert!(line.contains("diff_id") && line.contains(&wrong), "{line}");
+    let e = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
+    assert!(
+        e.error.contains("diff_id") && e.error.contains(&wrong),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -213,10 +220,10 @@ fn media_type_and_content_must_agree() {
         m["layers"][2]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into();
     });
     let env = Env::new();
-    let line = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
+    let e = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
     assert!(
-        line.contains("says zstd") && line.contains("gzip"),
-        "{line}"
+        e.error.contains("says zstd") && e.error.contains("gzip"),
+        "{e:?}"
     );
 }
 
@@ -242,17 +249,17 @@ fn schema1_and_unknown_types_are_refused_clearly() {
         }));
     fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
     let env = Env::new();
-    let line = analyze_fails(&env, &format!("oci:{}:old", layout.path().display()));
+    let e = analyze_fails(&env, &format!("oci:{}:old", layout.path().display()));
     assert!(
-        line.contains("schema 1") && line.contains("re-push"),
-        "{line}"
+        e.error.contains("schema 1") && e.error.contains("re-push"),
+        "{e:?}"
     );
 
     tamper(layout.path(), |m, _| {
         m["layers"][0]["mediaType"] = "application/x-unknown-layer".into();
     });
-    let line = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
-    assert!(line.contains("application/x-unknown-layer"), "{line}");
+    let e = analyze_fails(&env, &format!("oci:{}:app", layout.path().display()));
+    assert!(e.error.contains("application/x-unknown-layer"), "{e:?}");
 }
 
 #[test]
@@ -290,11 +297,11 @@ fn truncated_compressed_layers_are_caught() {
     );
     let env = Env::new();
     for tag in ["gzip", "zstd"] {
-        let line = analyze_fails(&env, &format!("oci:{}:{tag}", layout.path().display()));
+        let e = analyze_fails(&env, &format!("oci:{}:{tag}", layout.path().display()));
         // e.g. "…: reading tar: incomplete deflate stream" / "incomplete frame"
         assert!(
-            line.contains("layer sha256:") && line.contains("incomplete"),
-            "{tag}: {line}"
+            e.error.contains("layer sha256:") && e.chain().contains("incomplete"),
+            "{tag}: {e:?}"
         );
     }
 }
@@ -326,14 +333,14 @@ fn malformed_and_oversized_manifests_are_refused() {
     }
     fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
     let env = Env::new();
-    let line = analyze_fails(&env, &format!("oci:{}:broken", layout.path().display()));
+    let e = analyze_fails(&env, &format!("oci:{}:broken", layout.path().display()));
     assert!(
-        line.contains("not valid JSON") || line.contains("malformed"),
-        "{line}"
+        e.error.contains("not valid JSON") || e.error.contains("malformed"),
+        "{e:?}"
     );
-    let line = analyze_fails(&env, &format!("oci:{}:huge", layout.path().display()));
+    let e = analyze_fails(&env, &format!("oci:{}:huge", layout.path().display()));
     assert!(
-        line.contains("too large") || line.contains("limit"),
-        "{line}"
+        e.error.contains("too large") || e.error.contains("limit"),
+        "{e:?}"
     );
 }

@@ -47,13 +47,13 @@ fn no_credentials_is_a_clear_error() {
     let out = env.run(&["analyze", &image, "--offline", "-v"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let last = err.lines().last().unwrap();
+    let e = support::ErrorBlock::parse(&err);
     assert!(
-        last.starts_with("error: ")
-            && last.contains(&registry.host)
-            && last.contains("access denied")
-            && last.contains("no credentials found"),
-        "{last}"
+        e.error.contains(&registry.host)
+            && e.error.contains("access denied")
+            && e.error.contains("no credentials found")
+            && e.hint().contains("docker login"),
+        "{e:?}"
     );
 }
 
@@ -206,5 +206,9 @@ fn credential_helpers_and_stores() {
     assert_eq!(out.status.code(), Some(1));
     assert_no_secret(&out);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("docker-credential-missing"), "{err}");
+    let e = support::ErrorBlock::parse(&err);
+    assert!(
+        e.error.contains("docker-credential-missing") && e.hint().contains("install"),
+        "{e:?}"
+    );
 }

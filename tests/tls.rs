@@ -113,12 +113,12 @@ fn https_registry_with_a_private_ca() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(lines.len(), 1, "{err}");
+    let e = support::ErrorBlock::parse(&err);
     assert!(
-        lines[0].contains(&host) && lines[0].contains("SSL_CERT_FILE"),
-        "names the registry and how to trust its CA: {}",
-        lines[0]
+        e.error.contains(&host)
+            && e.error.contains("not signed by a trusted CA")
+            && e.hint().contains("SSL_CERT_FILE"),
+        "names the registry, and how to trust its CA in the hint: {e:?}"
     );
 
     // Trusted through SSL_CERT_FILE: pull, slim and push, all over TLS.

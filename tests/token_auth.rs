@@ -147,12 +147,12 @@ fn token_flow() {
     let out = env.run(&["analyze", &app, "--offline", "-v"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = err.lines().last().unwrap();
+    let e = support::ErrorBlock::parse(&err);
     assert!(
-        line.contains(&host)
-            && line.contains("refused")
-            && line.contains("credentials from auths in"),
-        "{line}"
+        e.error.contains(&host)
+            && e.error.contains("refused")
+            && e.error.contains("credentials from auths in"),
+        "{e:?}"
     );
     assert!(!err.contains("wrong-password"));
     outputs.push(out);

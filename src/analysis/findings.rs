@@ -31,7 +31,7 @@ pub const ZIP_THRESHOLD: u64 = 50 * MIB;
 pub const LARGE_CODE: u64 = 5 * MIB;
 pub const WASTE_THRESHOLD: u64 = MIB;
 
-/// Every finding id with its one-line meaning (for docs and `--explain`).
+/// Every finding id with its one-line meaning (docs/findings.md is checked against it).
 pub const CATALOG: &[(&str, &str)] = &[
     (
         "index-manifest",

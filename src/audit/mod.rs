@@ -150,7 +150,7 @@ fn row(repository: &str, tag: &str, report: Option<&Report>, error: Option<&Erro
         json!(if error.is_some() { "error" } else { "ok" }),
     );
     if let Some(e) = error {
-        m.insert("error".into(), json!(e.to_string()));
+        m.insert("error".into(), json!(crate::error::Chain(e).to_string()));
     }
     if let Some(r) = report
         && let Value::Object(fields) = serde_json::to_value(r).expect("reports serialize")
@@ -210,15 +210,12 @@ fn list_repositories(opts: &AuditOptions, registry: &RegistryRef) -> Result<Vec<
         None => {
             let client = client_for(registry, &opts.transport.registry)?;
             client.catalog().map_err(|e| match e {
-                Error::Registry { kind, message, registry } if matches!(kind, RegistryErrorKind::Auth | RegistryErrorKind::Protocol) => Error::Registry {
-                    registry,
-                    kind,
-                    message: format!("{message}; the registry does not let us list repositories: name them in a file, one per line, and pass --repos-from FILE"),
-                },
-                Error::NotFound { what, .. } => Error::NotFound {
-                    what,
-                    hint: " (this registry has no /v2/_catalog; list repositories in a file and pass --repos-from FILE)".into(),
-                },
+                Error::Registry { kind: RegistryErrorKind::Auth | RegistryErrorKind::Protocol, .. } => e.with_hint(
+                    "the registry does not let us list repositories: name them in a file, one per line, and pass --repos-from FILE",
+                ),
+                Error::NotFound { .. } => e.with_hint(
+                    "this registry has no /v2/_catalog; list repositories in a file and pass --repos-from FILE",
+                ),
                 e => e,
             })?
         }
@@ -274,7 +271,7 @@ pub fn run(opts: &AuditOptions, catalog: &Catalog) -> Result<RunStats> {
         ..RunStats::default()
     });
     let fail = |repository: &str, tag: &str, e: &Error| -> Result<()> {
-        ui::warn(&format!("{repository}:{tag}: {e}"));
+        ui::warn(&format!("{repository}:{tag}: {}", crate::error::Chain(e)));
         stats.lock().expect("not poisoned").errors += 1;
         writer.write(&row(repository, tag, None, Some(e)))
     };

@@ -294,7 +294,8 @@ impl Catalog {
                 }
                 Err(e) => {
                     message = Some(format!(
-                        "could not refresh the AWS Lambda base catalog ({e})"
+                        "could not refresh the AWS Lambda base catalog ({})",
+                        crate::error::Chain(&e)
                     ));
                 }
             }
@@ -315,7 +316,10 @@ impl Catalog {
             }
             let bytes = serde_json::to_vec_pretty(&cache).expect("cache serializes");
             if let Err(e) = crate::transport::oci_layout::write_atomic(p, &bytes) {
-                ui::warn(&format!("could not write the base cache: {e}"));
+                ui::warn(&format!(
+                    "could not write the base cache: {}",
+                    crate::error::Chain(&e)
+                ));
             }
         }
 
@@ -478,7 +482,8 @@ fn fetch_catalog(opts: &TransportOptions) -> Result<Vec<(String, Vec<BaseBuild>)
     // The catalog is a convenience: fail fast when the network is not there.
     t.registry.retry.attempts = 2;
     t.registry.retry.deadline = Duration::from_secs(30);
-    t.registry.connect_timeout = Duration::from_secs(5);
+    // A runner with no route to public.ecr.aws learns that within seconds.
+    t.registry.connect_timeout = Duration::from_secs(3);
     // One tag first: when nothing is reachable, say so at once.
     let first = resolve_builds(&refs[0], &refs[0], "catalog", &t)?;
     let rest = crate::parallel::map(&refs[1..], 6, |r| {
@@ -486,7 +491,7 @@ fn fetch_catalog(opts: &TransportOptions) -> Result<Vec<(String, Vec<BaseBuild>)
             Ok(b) => Some((r.clone(), b)),
             // A tag AWS retired is not an error of ours.
             Err(e) => {
-                ui::trace(|| format!("base catalog: skipping {r}: {e}"));
+                ui::trace(|| format!("base catalog: skipping {r}: {}", crate::error::Chain(&e)));
                 None
             }
         }

@@ -9,17 +9,15 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::resolve::resolve;
 use crate::reference::ImageRef;
 use crate::report::{Report, render_markdown, render_text};
-use crate::{transport, ui};
+use crate::transport;
 
 pub fn run(args: &AnalyzeArgs) -> Result<()> {
     let r = ImageRef::parse(&args.image)?;
     let topts = super::transport_options(&args.registry, &[&r])?;
-    let catalog = Catalog::load(&super::catalog_options(&args.base, &topts))?;
-    if let Some(m) = &catalog.status.message {
-        ui::note(m);
-    }
     let source = transport::open_source(&r, &topts)?;
     let image = resolve(source.as_ref(), args.read.platform.as_ref())?;
+    // Only now, with the image known to exist, is the base catalog worth a look.
+    let catalog = Catalog::load(&super::catalog_options(&args.base, &topts))?;
     let opts = super::analyze_options(&args.read, &args.strip);
     let a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
     let report = Report::from_analysis(&a, args.list_files);
@@ -29,6 +27,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         args.report.as_deref(),
         args.list_files,
     )?;
+    super::catalog_note(&catalog);
     fail_on(&report, args.fail_on)
 }
 

@@ -5,7 +5,6 @@ use crate::catalog::Catalog;
 use crate::cli::{AuditArgs, AuditCommand};
 use crate::error::{Error, Result};
 use crate::reference::ImageRef;
-use crate::ui;
 
 pub fn run(args: &AuditArgs) -> Result<()> {
     if let Some(AuditCommand::Merge(m)) = &args.command {
@@ -28,9 +27,6 @@ pub fn run(args: &AuditArgs) -> Result<()> {
     let probe = ImageRef::parse(&format!("{registry}/x"))?;
     let transport = super::transport_options(&args.registry_args, &[&probe])?;
     let catalog = Catalog::load(&super::catalog_options(&args.base, &transport))?;
-    if let Some(m) = &catalog.status.message {
-        ui::note(m);
-    }
     let cache_root = args
         .base
         .cache_dir
@@ -63,5 +59,6 @@ pub fn run(args: &AuditArgs) -> Result<()> {
         s.layers_cached,
         output.join("index.html").display()
     );
+    super::catalog_note(&catalog);
     Ok(())
 }

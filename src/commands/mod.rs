@@ -8,7 +8,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use crate::analysis::{AnalyzeOptions, StripOptions};
-use crate::catalog::CatalogOptions;
+use crate::catalog::{Catalog, CatalogOptions};
 use crate::cli::{BaseArgs, ReadArgs, RegistryArgs, StripArgs};
 use crate::error::{Error, Result};
 use crate::layer::ReadOptions;
@@ -73,6 +73,14 @@ pub fn analyze_options(read: &ReadArgs, strip: &StripArgs) -> AnalyzeOptions {
         },
         max_image_bytes: read.max_image_size,
         ..AnalyzeOptions::default()
+    }
+}
+
+/// The catalog's note (a failed refresh, a stale cache), once, after the result:
+/// the first thing a user reads is about their image.
+pub fn catalog_note(catalog: &Catalog) {
+    if let Some(m) = &catalog.status.message {
+        crate::ui::note(m);
     }
 }
 

@@ -36,16 +36,13 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     let src = ImageRef::parse(&args.source)?;
     let dst = ImageRef::parse(&args.destination)?;
     let topts = super::transport_options(&args.registry, &[&src, &dst])?;
-    let catalog = Catalog::load(&super::catalog_options(&args.base, &topts))?;
-    if let Some(m) = &catalog.status.message {
-        ui::note(m);
-    }
     let compression = match args.compression {
         LayerCompression::Gzip => Compression::Gzip,
         LayerCompression::Zstd => Compression::Zstd,
     };
     let source = transport::open_source(&src, &topts)?;
     let image = resolve(source.as_ref(), args.read.platform.as_ref())?;
+    let catalog = Catalog::load(&super::catalog_options(&args.base, &topts))?;
     let docker = match (args.manifest_format, compression) {
         (Some(ManifestFormat::Docker), Compression::Zstd) => {
             return Err(Error::Usage("--compression zstd needs --manifest-format oci (Docker manifests have no zstd layer type)".into()));
@@ -101,6 +98,7 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         section.after = after_totals(&a, &plan, &section.new_layers);
         report.optimize = Some(section);
         emit(&report, args.format, args.report.as_deref(), false)?;
+        super::catalog_note(&catalog);
         return thresholds(args, &report);
     }
 
@@ -213,7 +211,9 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         media_type: out_manifest.media_type.to_string(),
     };
     report.optimize = Some(section);
-    emit(&report, args.format, args.report.as_deref(), false)
+    emit(&report, args.format, args.report.as_deref(), false)?;
+    super::catalog_note(&catalog);
+    Ok(())
 }
 
 fn removed_section(a: &Analysis, plan: &Plan) -> crate::report::Removed {

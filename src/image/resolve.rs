@@ -74,7 +74,7 @@ pub fn resolve(source: &dyn Source, wanted: Option<&Platform>) -> Result<Resolve
                 .find(|d| d.platform.as_ref().is_some_and(|p| p.satisfies(w)))
                 .ok_or_else(|| Error::NotFound {
                     what: format!("{reference}: platform {w}"),
-                    hint: format!(" (the index has: {})", list()),
+                    hint: format!("the index has: {}", list()),
                 })?,
             None => match runnable.as_slice() {
                 [only] => only,

@@ -122,7 +122,7 @@ impl DockerArchiveSource {
                 })
                 .ok_or_else(|| Error::NotFound {
                     what: what.clone(),
-                    hint: format!(" (images in the archive: {})", archive_tags(&entries)),
+                    hint: format!("images in the archive: {}", archive_tags(&entries)),
                 })?,
             None => match entries.as_slice() {
                 [only] => only,
@@ -230,7 +230,7 @@ impl Source for DockerArchiveSource {
     fn manifest(&self, desc: &Descriptor) -> Result<RawManifest> {
         Err(Error::NotFound {
             what: format!("{}: manifest {}", self.describe(), desc.digest),
-            hint: " (docker archives hold no image indexes)".into(),
+            hint: "docker archives hold no image indexes".into(),
         })
     }
 

@@ -49,7 +49,7 @@ impl OciLayoutSource {
         if !layout_file.is_file() {
             return Err(Error::NotFound {
                 what: format!("{what}: {}", layout_file.display()),
-                hint: " (not an OCI image layout directory)".into(),
+                hint: "not an OCI image layout directory".into(),
             });
         }
         let index_path = dir.join("index.json");
@@ -63,14 +63,14 @@ impl OciLayoutSource {
                 .cloned()
                 .ok_or_else(|| Error::NotFound {
                     what: what.clone(),
-                    hint: format!(" (tags in this layout: {})", list_tags(&index)),
+                    hint: format!("tags in this layout: {}", list_tags(&index)),
                 })?,
             None => match index.manifests.as_slice() {
                 [only] => only.clone(),
                 [] => {
                     return Err(Error::NotFound {
                         what,
-                        hint: " (the layout's index.json lists no images)".into(),
+                        hint: "the layout's index.json lists no images".into(),
                     });
                 }
                 _ => {

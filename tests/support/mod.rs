@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-pub const INSTALL_HINT: &str = "run scripts/setup or scripts/test (they install the test tools), or: apt-get install -y docker-registry skopeo umoci apache2-utils debootstrap jq chromium openssl time";
+pub const INSTALL_HINT: &str = "run scripts/setup or scripts/test (they install the test tools), or: apt-get install -y docker-registry skopeo umoci apache2-utils debootstrap jq chromium openssl time buildah";
 
 /// A command that had to succeed: fail with its stderr, prefixed by `what`.
 pub fn assert_success(out: &Output, what: &str) {
@@ -738,4 +738,60 @@ fn recipe_key() -> String {
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(key.len(), 12, "build.sh --key printed {key:?}");
     key
+}
+
+/// A failed run's stderr in the shape `main` prints it (uv's): one `error:` line
+/// naming what failed, `  caused by:` lines from the typed source chain, then at
+/// most one `hint:` line. Progress, warnings and notes before it are ignored.
+#[derive(Debug)]
+pub struct ErrorBlock {
+    pub error: String,
+    pub causes: Vec<String>,
+    pub hint: Option<String>,
+}
+
+impl ErrorBlock {
+    /// Parse and check the shape; panics with the whole stderr if it is wrong.
+    pub fn parse(stderr: &str) -> ErrorBlock {
+        let lines: Vec<&str> = stderr.lines().collect();
+        let starts: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].starts_with("error"))
+            .collect();
+        assert_eq!(
+            starts.len(),
+            1,
+            "exactly one error line expected:\n{stderr}"
+        );
+        let first = lines[starts[0]];
+        assert!(first.starts_with("error: "), "{stderr}");
+        let mut block = ErrorBlock {
+            error: first["error: ".len()..].to_string(),
+            causes: Vec::new(),
+            hint: None,
+        };
+        for l in &lines[starts[0] + 1..] {
+            if let Some(c) = l.strip_prefix("  caused by: ") {
+                assert!(block.hint.is_none(), "a cause after the hint:\n{stderr}");
+                block.causes.push(c.to_string());
+            } else if let Some(h) = l.strip_prefix("hint: ") {
+                assert!(block.hint.is_none(), "more than one hint:\n{stderr}");
+                block.hint = Some(h.to_string());
+            } else {
+                panic!("unexpected line after the error: {l:?}\n{stderr}");
+            }
+        }
+        block
+    }
+
+    /// The error and its causes on one line, for "names the thing" checks.
+    pub fn chain(&self) -> String {
+        std::iter::once(self.error.as_str())
+            .chain(self.causes.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(": ")
+    }
+
+    pub fn hint(&self) -> &str {
+        self.hint.as_deref().unwrap_or("")
+    }
 }

@@ -193,18 +193,21 @@ struct HelperReply {
 /// Run `docker-credential-NAME get` with the server on stdin.
 fn run_helper(name: &str, registry: &str, origin: &str) -> Result<Option<Found>> {
     let program = format!("docker-credential-{name}");
-    let auth_err = |message: String| Error::Registry {
-        registry: registry.to_string(),
-        kind: RegistryErrorKind::Auth,
-        message,
-    };
+    let auth_err = |message: String| Error::registry(registry, RegistryErrorKind::Auth, message);
     let mut child = Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| auth_err(format!("cannot run credential helper {program} ({origin}): {e}; install it or remove it from the docker config")))?;
+        .map_err(|e| {
+            auth_err(format!(
+                "cannot run credential helper {program} ({origin}): {e}"
+            ))
+            .with_hint(format!(
+                "install {program}, or remove it from the docker config"
+            ))
+        })?;
     // A helper may exit without reading its input (e.g. "not found"): its answer,
     // not our write, decides.
     match child

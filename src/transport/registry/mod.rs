@@ -1,13 +1,25 @@
 //! Images in a registry (OCI distribution API).
+//!
+//! The request engine is `http` (one attempt: auth, send, classify) and `retry`
+//! (the table, the budget, the one loop); `auth`, `manifests`, `blobs` and
+//! `paginate` are its callers, one job each.
 
-pub mod client;
+mod auth;
+mod blobs;
 pub mod credentials;
+mod http;
+mod manifests;
+mod paginate;
+mod retry;
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use client::{Client, RegistryOptions, RetryPolicy};
+pub use auth::Scope;
+pub use blobs::BlobStream;
+pub use http::{Client, RegistryOptions};
+pub use retry::RetryPolicy;
 
 use super::{BlobContent, BlobOutcome, FromSource, Sink, Source};
 use crate::error::{Error, Result};
@@ -142,7 +154,11 @@ impl Sink for RegistrySink {
                     return Ok(BlobOutcome::Uploaded);
                 }
                 Err(e) => crate::ui::trace(|| {
-                    format!("mount of {} failed ({e}); uploading instead", desc.digest)
+                    format!(
+                        "mount of {} failed ({}); uploading instead",
+                        desc.digest,
+                        crate::error::Chain(&e)
+                    )
                 }),
             }
         }
