@@ -6,6 +6,9 @@ use coldpress::{commands, ui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::SandboxExec(s) = &cli.command {
+        coldpress::smoke::sandbox::helper_main(&s.spec);
+    }
     ui::init(cli.global.verbose, cli.global.quiet);
     if let Some(secs) = cli.global.deadline {
         std::thread::spawn(move || {
@@ -18,6 +21,8 @@ fn main() -> ExitCode {
         Command::Analyze(a) => commands::analyze::run(a),
         Command::Optimize(o) => commands::optimize::run(o),
         Command::Audit(a) => commands::audit::run(a),
+        Command::Smoke(s) => commands::smoke::run(s),
+        Command::SandboxExec(_) => unreachable!("handled above"),
         Command::Example(e) => coldpress::example::write_example(&e.dir).map(|written| {
             for (tag, digest) in written {
                 println!("oci:{}:{tag}\t{digest}", e.dir.display());
