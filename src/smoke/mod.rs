@@ -278,6 +278,7 @@ pub fn run_image(image: ImageUnderTest, dir: &Path, opts: &SmokeOptions) -> Resu
         "arn:aws:lambda:us-east-1:000000000000:function:coldpress-smoke".into(),
     )?;
     drive(&mut run, &mut sb, &api, opts);
+    crate::ui::trace(|| format!("smoke: {} ran in {} ms", image.role, ms(spawned.elapsed())));
     sb.stop();
     drop(api);
     run.stderr_tail = tail(&log_path, 20);
@@ -303,8 +304,10 @@ struct RemoveTree(PathBuf);
 
 impl Drop for RemoveTree {
     fn drop(&mut self) {
+        let t = Instant::now();
         materialise::make_removable(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
+        crate::ui::trace(|| format!("smoke: removed {} in {} ms", self.0.display(), ms(t.elapsed())));
     }
 }
 
