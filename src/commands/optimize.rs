@@ -192,10 +192,18 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         let _ = emit(&report, args.format, args.report.as_deref(), false);
     })?;
     // The written output must answer like the source before it is tagged.
-    super::smoke::gate(&args.smoke, &a, source.as_ref(), &written, &config, work.path(), &mut report)
-        .inspect_err(|_| {
-            let _ = emit(&report, args.format, args.report.as_deref(), false);
-        })?;
+    super::smoke::gate(
+        &args.smoke,
+        &a,
+        source.as_ref(),
+        &written,
+        &config,
+        work.path(),
+        &mut report,
+    )
+    .inspect_err(|_| {
+        let _ = emit(&report, args.format, args.report.as_deref(), false);
+    })?;
     outcomes.push(sink.put_blob(&config_desc, &config as &dyn BlobContent)?);
     sink.put_manifest(&out_manifest)?;
     let jobs: Vec<&Descriptor> = descs.iter().chain(std::iter::once(&config_desc)).collect();

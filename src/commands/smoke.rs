@@ -17,11 +17,18 @@ use crate::transport::{self, Source};
 use crate::writer::rewrite::Written;
 
 fn work_dir(parent: Option<&Path>) -> Result<tempfile::TempDir> {
-    let parent = parent.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    let parent = parent
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
     tempfile::Builder::new()
         .prefix("coldpress-smoke-")
         .tempdir_in(&parent)
-        .map_err(|e| Error::io(format!("creating a work directory in {}", parent.display()), e))
+        .map_err(|e| {
+            Error::io(
+                format!("creating a work directory in {}", parent.display()),
+                e,
+            )
+        })
 }
 
 pub fn run(args: &SmokeArgs) -> Result<()> {

@@ -493,8 +493,16 @@ pub fn render_smoke_text(s: &crate::smoke::SmokeSection) -> String {
     }
     for d in &s.differences {
         let _ = writeln!(o, "    differs: {}: {}", d.event, d.reason);
-        let _ = writeln!(o, "      source: {}", one_line(d.source.as_deref().unwrap_or("-"), 200));
-        let _ = writeln!(o, "      output: {}", one_line(d.output.as_deref().unwrap_or("-"), 200));
+        let _ = writeln!(
+            o,
+            "      source: {}",
+            one_line(d.source.as_deref().unwrap_or("-"), 200)
+        );
+        let _ = writeln!(
+            o,
+            "      output: {}",
+            one_line(d.output.as_deref().unwrap_or("-"), 200)
+        );
     }
     let _ = writeln!(o, "    smoke run took {:.0} ms in all", s.total_ms);
     o
@@ -537,7 +545,11 @@ pub fn render_smoke_markdown(s: &crate::smoke::SmokeSection) -> String {
         if let Some(m) = &r.missing {
             let _ = writeln!(o, "\nFirst missing in the {}: **{m}**", r.role);
         }
-        let _ = writeln!(o, "\nLast output of the {}:\n\n```\n{}\n```", r.role, r.stderr_tail);
+        let _ = writeln!(
+            o,
+            "\nLast output of the {}:\n\n```\n{}\n```",
+            r.role, r.stderr_tail
+        );
     }
     for d in &s.differences {
         let _ = writeln!(

@@ -24,7 +24,9 @@ impl std::str::FromStr for JsonPath {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("--smoke-ignore {s:?}: {why} (e.g. '$.timestamp', '$.items[*].id')");
+        let bad = |why: &str| {
+            format!("--smoke-ignore {s:?}: {why} (e.g. '$.timestamp', '$.items[*].id')")
+        };
         let mut rest = s.trim();
         rest = rest.strip_prefix('$').unwrap_or(rest);
         let mut steps = Vec::new();
@@ -177,7 +179,11 @@ pub fn compare_runs(source: &ImageRun, output: &ImageRun, ignore: &[JsonPath]) -
     let mut out = Vec::new();
     for (s, o) in source.invocations.iter().zip(&output.invocations) {
         let reason = if s.outcome != o.outcome {
-            Some(format!("the source gave {}, the output {}", describe(s), describe(o)))
+            Some(format!(
+                "the source gave {}, the output {}",
+                describe(s),
+                describe(o)
+            ))
         } else if s.outcome == "response" || s.outcome == "error" {
             let (a, b) = (
                 s.raw.as_deref().unwrap_or_default(),
@@ -252,7 +258,11 @@ pub fn first_missing(text: &str) -> Option<String> {
     look("Cannot find package '", '\'', "module");
     look("No such file or directory: '", '\'', "file");
     look("no such file or directory, open '", '\'', "file");
-    look("error while loading shared libraries: ", ':', "shared library");
+    look(
+        "error while loading shared libraries: ",
+        ':',
+        "shared library",
+    );
     look("ImportError: ", ':', "shared library");
     found.retain(|(_, s)| !s.starts_with("shared library ") || s.contains(".so"));
     found.sort();
@@ -290,9 +300,20 @@ mod tests {
     fn answers_compare_bytes_or_json() {
         let ts: JsonPath = "$.ts".parse().unwrap();
         assert!(same_answer(br#"{"a":1}"#, br#"{"a":1}"#, &[]));
-        assert!(!same_answer(br#"{"a":1}"#, br#"{"a": 1}"#, &[]), "bytes by default");
-        assert!(same_answer(br#"{"a":1,"ts":5}"#, br#"{"ts":6, "a":1}"#, &[ts.clone()]));
-        assert!(!same_answer(br#"{"a":1,"ts":5}"#, br#"{"a":2,"ts":5}"#, &[ts]));
+        assert!(
+            !same_answer(br#"{"a":1}"#, br#"{"a": 1}"#, &[]),
+            "bytes by default"
+        );
+        assert!(same_answer(
+            br#"{"a":1,"ts":5}"#,
+            br#"{"ts":6, "a":1}"#,
+            &[ts.clone()]
+        ));
+        assert!(!same_answer(
+            br#"{"a":1,"ts":5}"#,
+            br#"{"a":2,"ts":5}"#,
+            &[ts]
+        ));
     }
 
     #[test]
@@ -302,7 +323,10 @@ mod tests {
         let node = "Error: Cannot find module 'ms'\nRequire stack:\n- /var/task/index.js";
         assert_eq!(first_missing(node).as_deref(), Some("module ms"));
         let so = "python3: error while loading shared libraries: libpython3.11.so.1.0: cannot open shared object file";
-        assert_eq!(first_missing(so).as_deref(), Some("shared library libpython3.11.so.1.0"));
+        assert_eq!(
+            first_missing(so).as_deref(),
+            Some("shared library libpython3.11.so.1.0")
+        );
         let f = "FileNotFoundError: [Errno 2] No such file or directory: '/var/task/data.csv'";
         assert_eq!(first_missing(f).as_deref(), Some("file /var/task/data.csv"));
         assert_eq!(first_missing("all fine"), None);

@@ -18,7 +18,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::error::{Error, IoContext, Result, from_io};
 use crate::image::Compression;
 use crate::layer::compression::decoder;
-use crate::layer::entry::{OPAQUE_MARKER, WHITEOUT_PREFIX, basename, normalize_path, whiteout_target};
+use crate::layer::entry::{
+    OPAQUE_MARKER, WHITEOUT_PREFIX, basename, normalize_path, whiteout_target,
+};
 
 /// Lambda's runtime user, `sbx_user1051`.
 pub const RUNTIME_UID: u64 = 993;
@@ -52,7 +54,8 @@ impl<'a> LayerStream<'a> {
         LayerStream {
             what,
             open: Box::new(move || {
-                let f = File::open(&path).with_ctx(|| format!("opening spool {}", path.display()))?;
+                let f =
+                    File::open(&path).with_ctx(|| format!("opening spool {}", path.display()))?;
                 Ok(Box::new(BufReader::with_capacity(1 << 20, f)) as Box<dyn Read>)
             }),
         }
@@ -66,7 +69,10 @@ impl<'a> LayerStream<'a> {
             what,
             open: Box::new(move || {
                 let compression = desc.media_type.layer_compression().ok_or_else(|| {
-                    Error::unsupported(&w, format!("unknown layer media type '{}'", desc.media_type))
+                    Error::unsupported(
+                        &w,
+                        format!("unknown layer media type '{}'", desc.media_type),
+                    )
                 })?;
                 let raw = crate::transport::open_verified(source, &desc)?;
                 decoder(BufReader::with_capacity(1 << 20, raw), compression)
@@ -190,7 +196,9 @@ fn prepare_parents(root: &Path, path: &str, what: &str) -> Result<PathBuf> {
 /// Remove whatever is at `p` (not following symlinks).
 fn remove(p: &Path) -> Result<()> {
     match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p).with_ctx(|| format!("removing {}", p.display())),
+        Ok(m) if m.is_dir() => {
+            fs::remove_dir_all(p).with_ctx(|| format!("removing {}", p.display()))
+        }
         Ok(_) => fs::remove_file(p).with_ctx(|| format!("removing {}", p.display())),
         Err(_) => Ok(()),
     }
@@ -211,7 +219,8 @@ fn clear_lower(dir: &Path, rel: &str, this_layer: &HashSet<String>) -> Result<()
             format!("{rel}/{name}")
         };
         if this_layer.contains(&child) {
-            let m = fs::symlink_metadata(e.path()).with_ctx(|| format!("{}", e.path().display()))?;
+            let m =
+                fs::symlink_metadata(e.path()).with_ctx(|| format!("{}", e.path().display()))?;
             if m.is_dir() {
                 clear_lower(&e.path(), &child, this_layer)?;
             }
@@ -308,11 +317,13 @@ fn apply_layer(
                 meta.insert(path.clone(), rec);
             }
             tar::EntryType::Symlink => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| Error::invalid(&what, format!("symlink {path:?} has no target")))?;
+                let target = e.link_name_bytes().ok_or_else(|| {
+                    Error::invalid(&what, format!("symlink {path:?} has no target"))
+                })?;
                 let target = std::str::from_utf8(&target)
-                    .map_err(|_| Error::invalid(&what, format!("link target of {path:?} is not UTF-8")))?
+                    .map_err(|_| {
+                        Error::invalid(&what, format!("link target of {path:?} is not UTF-8"))
+                    })?
                     .to_string();
                 if existing.is_some() {
                     remove(&p)?;
@@ -323,11 +334,14 @@ fn apply_layer(
                 stats.files += 1;
             }
             tar::EntryType::Link => {
-                let raw = e
-                    .link_name_bytes()
-                    .ok_or_else(|| Error::invalid(&what, format!("hard link {path:?} has no target")))?;
+                let raw = e.link_name_bytes().ok_or_else(|| {
+                    Error::invalid(&what, format!("hard link {path:?} has no target"))
+                })?;
                 let target = normalize_path(&raw).map_err(|m| {
-                    Error::invalid(&what, format!("hostile tar entry: hard link {path:?} to {m}"))
+                    Error::invalid(
+                        &what,
+                        format!("hostile tar entry: hard link {path:?} to {m}"),
+                    )
                 })?;
                 let t = prepare_parents(root, &target, &what)?;
                 match fs::symlink_metadata(&t) {
@@ -335,7 +349,9 @@ fn apply_layer(
                     _ => {
                         return Err(Error::invalid(
                             &what,
-                            format!("hard link {path:?}: its target {target:?} does not exist or is a directory"),
+                            format!(
+                                "hard link {path:?}: its target {target:?} does not exist or is a directory"
+                            ),
                         ));
                     }
                 }
@@ -412,7 +428,14 @@ mod tests {
         }
     }
 
-    fn add(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, path: &str, data: &[u8], mode: u32, link: Option<&str>) {
+    fn add(
+        b: &mut tar::Builder<Vec<u8>>,
+        kind: tar::EntryType,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        link: Option<&str>,
+    ) {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_size(data.len() as u64);
@@ -453,13 +476,20 @@ mod tests {
         assert!(!root.join("app/gone.py").exists());
         assert!(!root.join("opq/old").exists(), "opaque hides lower files");
         assert!(root.join("opq/new").exists(), "but not this layer's");
-        assert_eq!(fs::read_link(root.join("app/link.py")).unwrap(), Path::new("a.py"));
+        assert_eq!(
+            fs::read_link(root.join("app/link.py")).unwrap(),
+            Path::new("a.py")
+        );
         assert_eq!(
             fs::metadata(root.join("app/hard.py")).unwrap().ino(),
             fs::metadata(root.join("app/a.py")).unwrap().ino()
         );
         let mode = |p: &str| fs::symlink_metadata(root.join(p)).unwrap().mode() & 0o7777;
-        assert_eq!(mode("app/a.py"), 0o444, "root's 0644 is read-only for the runtime user");
+        assert_eq!(
+            mode("app/a.py"),
+            0o444,
+            "root's 0644 is read-only for the runtime user"
+        );
         assert_eq!(mode("secret"), 0o000, "root's 0600 is unreadable for it");
         assert_eq!(mode("opq/new"), 0o555);
         assert_eq!(mode("app"), 0o555);

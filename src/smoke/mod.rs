@@ -38,14 +38,16 @@ pub struct Event {
 pub fn load_events(paths: &[PathBuf]) -> Result<Vec<Event>> {
     let mut out = Vec::new();
     for p in paths {
-        let body = std::fs::read(p).with_ctx(|| format!("reading the event file {}", p.display()))?;
+        let body =
+            std::fs::read(p).with_ctx(|| format!("reading the event file {}", p.display()))?;
         serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
             Error::Usage(format!("the event file {} is not JSON: {e}", p.display()))
         })?;
         out.push(Event {
-            name: p
-                .file_name()
-                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            name: p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
             body,
         });
     }
@@ -168,7 +170,10 @@ pub fn launch_spec(config: &ImageConfig, rootfs: &Path) -> sandbox::Spec {
         ("AWS_EXECUTION_ENV", "AWS_Lambda_Image"),
         // Dummy credentials: an SDK client can be built, any call fails.
         ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
-        ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
         ("AWS_SESSION_TOKEN", "coldpress-smoke-dummy-token"),
         ("TZ", ":UTC"),
     ]
@@ -191,7 +196,10 @@ pub fn launch_spec(config: &ImageConfig, rootfs: &Path) -> sandbox::Spec {
         ("LAMBDA_TASK_ROOT", "/var/task"),
         ("LAMBDA_RUNTIME_DIR", "/var/runtime"),
         ("LANG", "en_US.UTF-8"),
-        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
     ] {
         if !has.contains(k) {
             env.push(format!("{k}={v}"));
@@ -201,7 +209,10 @@ pub fn launch_spec(config: &ImageConfig, rootfs: &Path) -> sandbox::Spec {
         rootfs: rootfs.to_path_buf(),
         argv,
         env,
-        cwd: rc.working_dir.filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
+        cwd: rc
+            .working_dir
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
         socket_fd: -1,
     }
 }
@@ -274,7 +285,9 @@ pub fn run_image(image: ImageUnderTest, dir: &Path, opts: &SmokeOptions) -> Resu
     run.sandbox_ms = ms(spawned.elapsed());
     run.isolation = sb.isolation.describe(sb.proc_mounted);
     let api = RuntimeApi::serve(
-        sb.listener.take().expect("the sandbox hands over its listener"),
+        sb.listener
+            .take()
+            .expect("the sandbox hands over its listener"),
         "arn:aws:lambda:us-east-1:000000000000:function:coldpress-smoke".into(),
     )?;
     drive(&mut run, &mut sb, &api, opts);
@@ -307,7 +320,13 @@ impl Drop for RemoveTree {
         let t = Instant::now();
         materialise::make_removable(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
-        crate::ui::trace(|| format!("smoke: removed {} in {} ms", self.0.display(), ms(t.elapsed())));
+        crate::ui::trace(|| {
+            format!(
+                "smoke: removed {} in {} ms",
+                self.0.display(),
+                ms(t.elapsed())
+            )
+        });
     }
 }
 
@@ -358,10 +377,15 @@ fn drive(run: &mut ImageRun, sb: &mut sandbox::Sandbox, api: &RuntimeApi, opts: 
                     }
                 } else if Instant::now() >= deadline {
                     run.failure = Some(match phase {
-                        Phase::Init => format!("init timed out after {secs} s (no request for an event)"),
+                        Phase::Init => {
+                            format!("init timed out after {secs} s (no request for an event)")
+                        }
                         Phase::Idle(i) | Phase::Invoking(i) => {
                             run.invocations[i].outcome = "timeout".into();
-                            format!("timed out after {secs} s handling event {}", opts.events[i].name)
+                            format!(
+                                "timed out after {secs} s handling event {}",
+                                opts.events[i].name
+                            )
                         }
                         Phase::Done => unreachable!(),
                     });
@@ -396,8 +420,19 @@ fn drive(run: &mut ImageRun, sb: &mut sandbox::Sandbox, api: &RuntimeApi, opts: 
                 }
             }
             ApiEvent::Delivered { .. } => delivered_at = at,
-            ApiEvent::Response { request_id: id, body } => {
-                answer(run, &mut phase, n, &id, body, None, at.duration_since(delivered_at));
+            ApiEvent::Response {
+                request_id: id,
+                body,
+            } => {
+                answer(
+                    run,
+                    &mut phase,
+                    n,
+                    &id,
+                    body,
+                    None,
+                    at.duration_since(delivered_at),
+                );
                 deadline = Instant::now() + opts.timeout;
             }
             ApiEvent::Error {
@@ -418,11 +453,11 @@ fn drive(run: &mut ImageRun, sb: &mut sandbox::Sandbox, api: &RuntimeApi, opts: 
             }
             ApiEvent::InitError { body, error_type } => {
                 run.init_error = Some(String::from_utf8_lossy(&body).into_owned());
-                run.failure = Some(format!(
-                    "init error{}: {}",
-                    error_type.map(|t| format!(" ({t})")).unwrap_or_default(),
-                    compare::error_summary(&body)
-                ));
+                let summary = compare::error_summary(&body);
+                run.failure = Some(match error_type {
+                    Some(t) if !summary.starts_with(&t) => format!("init error: {t}: {summary}"),
+                    _ => format!("init error: {summary}"),
+                });
                 return;
             }
             ApiEvent::TooLarge { request_id: id } => {
@@ -466,9 +501,18 @@ fn answer(
     r.invoke_ms = Some(ms(took));
     r.body = Some(String::from_utf8_lossy(&body).into_owned());
     r.raw = Some(body);
-    r.outcome = if error_type.is_some() { "error" } else { "response" }.into();
+    r.outcome = if error_type.is_some() {
+        "error"
+    } else {
+        "response"
+    }
+    .into();
     r.error_type = error_type.filter(|t| !t.is_empty());
-    *phase = if i + 1 == n { Phase::Done } else { Phase::Idle(i + 1) };
+    *phase = if i + 1 == n {
+        Phase::Done
+    } else {
+        Phase::Idle(i + 1)
+    };
 }
 
 impl SmokeSection {
@@ -501,7 +545,9 @@ fn failure_text(run: &ImageRun) -> String {
                 format!(
                     "event {} got {}: {}",
                     i.event,
-                    i.error_type.as_deref().map_or("an error".to_string(), |t| format!("the error {t}")),
+                    i.error_type
+                        .as_deref()
+                        .map_or("an error".to_string(), |t| format!("the error {t}")),
                     compare::error_summary(i.raw.as_deref().unwrap_or_default())
                 )
             })
@@ -514,7 +560,11 @@ fn failure_text(run: &ImageRun) -> String {
 }
 
 /// Run one image (`coldpress smoke`): it passes when it answers every event.
-pub fn smoke_image(image: ImageUnderTest, work: &Path, opts: &SmokeOptions) -> Result<SmokeSection> {
+pub fn smoke_image(
+    image: ImageUnderTest,
+    work: &Path,
+    opts: &SmokeOptions,
+) -> Result<SmokeSection> {
     let started = Instant::now();
     let mut section = SmokeSection::new(opts);
     let run = run_image(image, &work.join("smoke-image"), opts)?;

@@ -43,14 +43,31 @@ pub enum ApiEvent {
     /// The runtime asked for the next event (the first ask ends its init).
     Polled,
     /// An event was handed over.
-    Delivered { request_id: String },
-    Response { request_id: String, body: Vec<u8> },
-    Error { request_id: String, body: Vec<u8>, error_type: Option<String> },
-    InitError { body: Vec<u8>, error_type: Option<String> },
+    Delivered {
+        request_id: String,
+    },
+    Response {
+        request_id: String,
+        body: Vec<u8>,
+    },
+    Error {
+        request_id: String,
+        body: Vec<u8>,
+        error_type: Option<String>,
+    },
+    InitError {
+        body: Vec<u8>,
+        error_type: Option<String>,
+    },
     /// A response or error document over Lambda's 6 MB limit.
-    TooLarge { request_id: String },
+    TooLarge {
+        request_id: String,
+    },
     /// A request the Runtime API does not have.
-    Unknown { method: String, path: String },
+    Unknown {
+        method: String,
+        path: String,
+    },
 }
 
 struct State {
@@ -191,7 +208,10 @@ fn error_type(req: &Request<Incoming>) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let Some(rest) = path.strip_prefix(BASE_PATH) else {
@@ -199,7 +219,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             method: method.to_string(),
             path,
         });
-        return Ok(reply(StatusCode::NOT_FOUND, r#"{"errorType":"InvalidRequest"}"#));
+        return Ok(reply(
+            StatusCode::NOT_FOUND,
+            r#"{"errorType":"InvalidRequest"}"#,
+        ));
     };
     if method == Method::GET && rest == "invocation/next" {
         state.send(ApiEvent::Polled);
@@ -259,7 +282,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         method: method.to_string(),
         path,
     });
-    Ok(reply(StatusCode::NOT_FOUND, r#"{"errorType":"InvalidRequest"}"#))
+    Ok(reply(
+        StatusCode::NOT_FOUND,
+        r#"{"errorType":"InvalidRequest"}"#,
+    ))
 }
 
 #[cfg(test)]
@@ -280,7 +306,8 @@ mod tests {
     fn serves_next_and_takes_responses() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let api = RuntimeApi::serve(l, "arn:aws:lambda:us-east-1:000000000000:function:f".into()).unwrap();
+        let api = RuntimeApi::serve(l, "arn:aws:lambda:us-east-1:000000000000:function:f".into())
+            .unwrap();
         api.deliver(Invocation {
             request_id: "8476a536-e9f4-11e8-9739-2dfe598c3fcd".into(),
             body: br#"{"k":1}"#.to_vec(),
@@ -293,7 +320,9 @@ mod tests {
         );
         assert!(next.starts_with("HTTP/1.1 200"), "{next}");
         let lower = next.to_ascii_lowercase();
-        assert!(lower.contains("lambda-runtime-aws-request-id: 8476a536-e9f4-11e8-9739-2dfe598c3fcd"));
+        assert!(
+            lower.contains("lambda-runtime-aws-request-id: 8476a536-e9f4-11e8-9739-2dfe598c3fcd")
+        );
         assert!(lower.contains("lambda-runtime-deadline-ms: "));
         assert!(lower.contains("lambda-runtime-invoked-function-arn: arn:aws:lambda"));
         assert!(next.ends_with(r#"{"k":1}"#));
@@ -302,13 +331,18 @@ mod tests {
             "POST /2018-06-01/runtime/invocation/8476a536-e9f4-11e8-9739-2dfe598c3fcd/response HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
         );
         assert!(posted.starts_with("HTTP/1.1 202"), "{posted}");
-        let missing = http(port, "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let missing = http(
+            port,
+            "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
         let got: Vec<ApiEvent> = (0..4)
             .map(|_| api.reports.recv_timeout(Duration::from_secs(5)).unwrap().1)
             .collect();
         assert!(matches!(got[0], ApiEvent::Polled));
-        assert!(matches!(&got[1], ApiEvent::Delivered { request_id } if request_id.starts_with("8476")));
+        assert!(
+            matches!(&got[1], ApiEvent::Delivered { request_id } if request_id.starts_with("8476"))
+        );
         assert!(matches!(&got[2], ApiEvent::Response { body, .. } if body == b"ok"));
         assert!(matches!(&got[3], ApiEvent::Unknown { path, .. } if path == "/nope"));
     }

@@ -71,7 +71,11 @@ impl Isolation {
         };
         format!(
             "{base}; read-only root, private tmpfs /tmp, {} minimal /dev, loopback-only network",
-            if proc_mounted { "fresh /proc," } else { "no /proc (mounting it was refused)," }
+            if proc_mounted {
+                "fresh /proc,"
+            } else {
+                "no /proc (mounting it was refused),"
+            }
         )
     }
 }
@@ -89,19 +93,38 @@ pub struct Sandbox {
 
 /// Start `spec` (its `socket_fd` is filled in here). The helper's stdout and
 /// stderr, and the function's, go to `log`.
-pub fn start(spec: &Spec, spec_path: &Path, log: &File, ready_timeout: Duration) -> Result<Sandbox> {
+pub fn start(
+    spec: &Spec,
+    spec_path: &Path,
+    log: &File,
+    ready_timeout: Duration,
+) -> Result<Sandbox> {
     let exe = std::env::current_exe().ctx("finding the coldpress executable for the sandbox")?;
     let mut fds = [0 as RawFd; 2];
     // SAFETY: socketpair fills the two ints it is given.
-    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
-        return Err(Error::io("smoke: creating the sandbox's socket", io::Error::last_os_error()));
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(Error::io(
+            "smoke: creating the sandbox's socket",
+            io::Error::last_os_error(),
+        ));
     }
     // SAFETY: both were just created and are owned here.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let mut spec = spec.clone();
     spec.socket_fd = theirs.as_raw_fd();
-    std::fs::write(spec_path, serde_json::to_vec(&spec).expect("specs serialize"))
-        .with_ctx(|| format!("writing {}", spec_path.display()))?;
+    std::fs::write(
+        spec_path,
+        serde_json::to_vec(&spec).expect("specs serialize"),
+    )
+    .with_ctx(|| format!("writing {}", spec_path.display()))?;
     let theirs_fd = theirs.as_raw_fd();
     let mut cmd = Command::new(exe);
     cmd.arg("sandbox-exec")
@@ -279,7 +302,13 @@ fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_encoded_bytes()).expect("paths have no NUL")
 }
 
-fn mount(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+fn mount(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
     let src = src.map(|s| CString::new(s).expect("no NUL"));
     let fstype = fstype.map(|s| CString::new(s).expect("no NUL"));
     let data = data.map(|s| CString::new(s).expect("no NUL"));
@@ -291,7 +320,8 @@ fn mount(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: libc::c_
             t.as_ptr(),
             fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
             flags,
-            data.as_ref().map_or(std::ptr::null(), |s| s.as_ptr() as *const libc::c_void),
+            data.as_ref()
+                .map_or(std::ptr::null(), |s| s.as_ptr() as *const libc::c_void),
         )
     };
     if rc != 0 {
@@ -316,10 +346,15 @@ fn write_proc(path: &str, text: &str) -> io::Result<()> {
 }
 
 fn helper(spec_path: &Path) -> io::Result<i32> {
-    let spec: Spec = serde_json::from_slice(&std::fs::read(spec_path)?).map_err(io::Error::other)?;
+    let spec: Spec =
+        serde_json::from_slice(&std::fs::read(spec_path)?).map_err(io::Error::other)?;
     // SAFETY: plain syscalls on a single-threaded process.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let others = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let others = libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
     // SAFETY: unshare on a single-threaded process.
     let isolation = if unsafe { libc::unshare(libc::CLONE_NEWUSER | others) } == 0 {
         write_proc("/proc/self/setgroups", "deny")?;
@@ -414,10 +449,29 @@ fn bring_up_loopback() -> io::Result<()> {
     Ok(())
 }
 
-fn init(spec: &Spec, env: Vec<String>, isolation: Isolation, sock: RawFd, listener: TcpListener, port: u16) -> io::Result<i32> {
+fn init(
+    spec: &Spec,
+    env: Vec<String>,
+    isolation: Isolation,
+    sock: RawFd,
+    listener: TcpListener,
+    port: u16,
+) -> io::Result<i32> {
     let root = &spec.rootfs;
-    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?;
-    mount(Some(&root.to_string_lossy()), root, None, libc::MS_BIND | libc::MS_REC, None)?;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    mount(
+        Some(&root.to_string_lossy()),
+        root,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
     mount(
         Some("tmpfs"),
         &root.join("tmp"),
@@ -434,7 +488,13 @@ fn init(spec: &Spec, env: Vec<String>, isolation: Isolation, sock: RawFd, listen
     )
     .is_ok();
     let dev = root.join("dev");
-    mount(Some("tmpfs"), &dev, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NOEXEC, Some("mode=755,size=65536"))?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("mode=755,size=65536"),
+    )?;
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(node);
         File::create(&target)?;
@@ -478,7 +538,12 @@ fn init(spec: &Spec, env: Vec<String>, isolation: Isolation, sock: RawFd, listen
         None,
         root,
         None,
-        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | locked,
+        libc::MS_REMOUNT
+            | libc::MS_BIND
+            | libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | locked,
         None,
     )?;
     // Into the new root; the host's tree is detached and unreachable.
@@ -500,7 +565,12 @@ fn init(spec: &Spec, env: Vec<String>, isolation: Isolation, sock: RawFd, listen
     send_listener(
         sock,
         listener.as_raw_fd(),
-        [p0, p1, (isolation == Isolation::UserNamespace) as u8, proc_mounted as u8],
+        [
+            p0,
+            p1,
+            (isolation == Isolation::UserNamespace) as u8,
+            proc_mounted as u8,
+        ],
     )?;
     drop(listener);
     // SAFETY: closing our copy of the socket.
@@ -517,7 +587,11 @@ fn init(spec: &Spec, env: Vec<String>, isolation: Isolation, sock: RawFd, listen
         }
     }
     if std::env::set_current_dir(&spec.cwd).is_err() {
-        let _ = writeln!(io::stderr(), "coldpress sandbox: WORKDIR {} does not exist in the image", spec.cwd);
+        let _ = writeln!(
+            io::stderr(),
+            "coldpress sandbox: WORKDIR {} does not exist in the image",
+            spec.cwd
+        );
         return Ok(126);
     }
     if isolation == Isolation::RootNamespaces {
@@ -526,8 +600,15 @@ fn init(spec: &Spec, env: Vec<String>, isolation: Isolation, sock: RawFd, listen
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let _ = writeln!(io::stderr(), "coldpress sandbox: cannot start {program}: {e}");
-            return Ok(if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 });
+            let _ = writeln!(
+                io::stderr(),
+                "coldpress sandbox: cannot start {program}: {e}"
+            );
+            return Ok(if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
         }
     };
     let runtime = child.id() as i32;
