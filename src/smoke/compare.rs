@@ -224,8 +224,8 @@ pub fn error_summary(body: &[u8]) -> String {
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
-    if text.len() > 300 {
-        format!("{}…", &text[..text.floor_char_boundary(300)])
+    if text.chars().count() > 300 {
+        format!("{}…", text.chars().take(300).collect::<String>())
     } else {
         text.to_string()
     }
@@ -307,7 +307,7 @@ mod tests {
         assert!(same_answer(
             br#"{"a":1,"ts":5}"#,
             br#"{"ts":6, "a":1}"#,
-            &[ts.clone()]
+            std::slice::from_ref(&ts)
         ));
         assert!(!same_answer(
             br#"{"a":1,"ts":5}"#,
