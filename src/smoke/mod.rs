@@ -628,3 +628,35 @@ pub fn smoke_pair(
     section.total_ms = ms(started.elapsed());
     Ok(section)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launched_like_lambda() {
+        let config = ImageConfig::parse(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},
+                "config":{"Entrypoint":["/lambda-entrypoint.sh"],"Cmd":["app.handler"],
+                "WorkingDir":"/var/task","Env":["PATH=/var/lang/bin:/usr/bin","AWS_REGION=eu-west-1","LANG=C.UTF-8"]}}"#,
+            "test config",
+        )
+        .unwrap();
+        let spec = launch_spec(&config, Path::new("/r"));
+        assert_eq!(spec.argv, ["/lambda-entrypoint.sh", "app.handler"]);
+        assert_eq!(spec.cwd, "/var/task");
+        let has = |kv: &str| spec.env.iter().any(|e| e == kv);
+        assert!(has("_HANDLER=app.handler"));
+        assert!(
+            has("PATH=/var/lang/bin:/usr/bin"),
+            "the image's PATH is kept"
+        );
+        assert!(has("LANG=C.UTF-8") && !has("LANG=en_US.UTF-8"));
+        assert!(
+            has("AWS_REGION=us-east-1") && !has("AWS_REGION=eu-west-1"),
+            "Lambda's own wins"
+        );
+        assert!(has("LAMBDA_TASK_ROOT=/var/task") && has("TZ=:UTC"));
+        assert!(spec.env.iter().any(|e| e.starts_with("AWS_SESSION_TOKEN=")));
+    }
+}
