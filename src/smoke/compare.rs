@@ -264,6 +264,17 @@ pub fn first_missing(text: &str) -> Option<String> {
         "shared library",
     );
     look("ImportError: ", ':', "shared library");
+    // What is left of a package whose files were removed but whose directory was
+    // not: Python imports it as an empty namespace package.
+    if let Some(at) = text.find("AttributeError: module '")
+        && let Some(name) = between(&text, "AttributeError: module '", '\'')
+        && text[at..].contains("has no attribute")
+    {
+        found.push((
+            at,
+            format!("module {name} (incomplete: only an empty package is left)"),
+        ));
+    }
     found.retain(|(_, s)| !s.starts_with("shared library ") || s.contains(".so"));
     found.sort();
     found.into_iter().next().map(|(_, s)| s)
@@ -330,6 +341,11 @@ mod tests {
         let f = "FileNotFoundError: [Errno 2] No such file or directory: '/var/task/data.csv'";
         assert_eq!(first_missing(f).as_deref(), Some("file /var/task/data.csv"));
         assert_eq!(first_missing("all fine"), None);
+        let partial = r#"{"errorMessage": "module 'numpy' has no attribute 'array'", "errorType": "AttributeError", "stackTrace": ["AttributeError: module 'numpy' has no attribute 'array'"]}"#;
+        assert_eq!(
+            first_missing(partial).as_deref(),
+            Some("module numpy (incomplete: only an empty package is left)")
+        );
         assert_eq!(
             error_summary(py.as_bytes()),
             "Runtime.ImportModuleError: Unable to import module 'handler': No module named 'numpy'"
