@@ -231,7 +231,7 @@ pub struct OptimizeArgs {
 pub struct SmokeGateArgs {
     /// Run the source and the output with this event (JSON) over a built-in Lambda Runtime API
     /// and tag nothing unless the output answers as the source does. Repeatable.
-    #[arg(long = "smoke", value_name = "FILE")]
+    #[arg(long = "smoke", value_name = "FILE", conflicts_with = "dry_run")]
     pub smoke: Vec<PathBuf>,
     /// Seconds the function may take to start, and then for each event.
     #[arg(long, default_value_t = 60, value_name = "SECS")]

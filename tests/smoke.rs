@@ -652,3 +652,49 @@ fn realistic_python_function_answers_the_same_and_a_stripped_import_is_caught() 
     assert!(err.contains("nothing was tagged"), "{err}");
     assert_eq!(tags(&dst), vec!["slim".to_string()], "no 'broken' tag");
 }
+
+#[test]
+fn bad_event_files_are_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env::new();
+    let layout = tmp.path().join("layout");
+    env.ok(&["example", layout.to_str().unwrap()]);
+    let dst = tmp.path().join("out");
+    let bad = event(tmp.path(), "bad.json", "{not json");
+    let missing = tmp.path().join("missing.json").display().to_string();
+    for (ev, expect) in [(&bad, "bad.json: not JSON"), (&missing, "missing.json")] {
+        let out = env.run(&[
+            "optimize",
+            &format!("oci:{}:app", layout.display()),
+            &format!("oci:{}:slim", dst.display()),
+            "--smoke",
+            ev,
+            "--offline",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect) && err.lines().count() == 1, "{err}");
+        assert!(!dst.exists(), "nothing written");
+    }
+    let out = env.run(&[
+        "smoke",
+        &format!("oci:{}:app", layout.display()),
+        "--event",
+        &bad,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.json: not JSON"));
+    let out = env.run(&[
+        "optimize",
+        &format!("oci:{}:app", layout.display()),
+        &format!("oci:{}:slim", dst.display()),
+        "--smoke",
+        &bad,
+        "--dry-run",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--smoke needs something written"
+    );
+}

@@ -35,6 +35,7 @@ pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 pub fn run(args: &OptimizeArgs) -> Result<()> {
     let src = ImageRef::parse(&args.source)?;
     let dst = ImageRef::parse(&args.destination)?;
+    crate::smoke::load_events(&args.smoke.smoke)?; // bad event files fail before any work
     let topts = super::transport_options(&args.registry, &[&src, &dst])?;
     let catalog = Catalog::load(&super::catalog_options(&args.base, &topts))?;
     if let Some(m) = &catalog.status.message {

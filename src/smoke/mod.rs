@@ -41,7 +41,10 @@ pub fn load_events(paths: &[PathBuf]) -> Result<Vec<Event>> {
         let body =
             std::fs::read(p).with_ctx(|| format!("reading the event file {}", p.display()))?;
         serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
-            Error::Usage(format!("the event file {} is not JSON: {e}", p.display()))
+            Error::invalid(
+                format!("the event file {}", p.display()),
+                format!("not JSON: {e}"),
+            )
         })?;
         out.push(Event {
             name: p.file_name().map_or_else(
