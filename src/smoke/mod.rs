@@ -236,12 +236,17 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// Materialise `image` in `dir`, start it, deliver every event, and record what happened.
-pub fn run_image(image: ImageUnderTest, dir: &Path, opts: &SmokeOptions) -> Result<ImageRun> {
+pub fn run_image(
+    image: ImageUnderTest,
+    dir: &Path,
+    opts: &SmokeOptions,
+    cleaner: &Cleaner,
+) -> Result<ImageRun> {
     let started = Instant::now();
     std::fs::create_dir_all(dir).with_ctx(|| format!("creating {}", dir.display()))?;
     let rootfs = dir.join("rootfs");
     std::fs::create_dir(&rootfs).with_ctx(|| format!("creating {}", rootfs.display()))?;
-    let _cleanup = RemoveTree(rootfs.clone());
+    let _cleanup = RemoveTree(rootfs.clone(), cleaner);
     let stats = materialise::materialise(&rootfs, image.layers)?;
     let materialise_ms = ms(started.elapsed());
     crate::ui::trace(|| {
@@ -315,21 +320,50 @@ pub fn run_image(image: ImageUnderTest, dir: &Path, opts: &SmokeOptions) -> Resu
     Ok(run)
 }
 
-/// Removes a materialised tree when the run ends, even on error.
-struct RemoveTree(PathBuf);
+/// Removes materialised trees on background threads, so deleting the source's
+/// (tens of seconds for a 1 GB tree on a busy disk) overlaps the output's run;
+/// dropping it waits until every tree is gone.
+#[derive(Default)]
+pub struct Cleaner {
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
 
-impl Drop for RemoveTree {
-    fn drop(&mut self) {
-        let t = Instant::now();
-        materialise::make_removable(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
-        crate::ui::trace(|| {
-            format!(
-                "smoke: removed {} in {} ms",
-                self.0.display(),
-                ms(t.elapsed())
-            )
+impl Cleaner {
+    fn remove(&self, tree: PathBuf) {
+        let t = std::thread::spawn(move || {
+            let started = Instant::now();
+            materialise::make_removable(&tree);
+            let _ = std::fs::remove_dir_all(&tree);
+            crate::ui::trace(|| {
+                format!(
+                    "smoke: removed {} in {} ms",
+                    tree.display(),
+                    ms(started.elapsed())
+                )
+            });
         });
+        if let Ok(mut v) = self.threads.lock() {
+            v.push(t);
+        }
+    }
+}
+
+impl Drop for Cleaner {
+    fn drop(&mut self) {
+        if let Ok(v) = self.threads.get_mut() {
+            for t in v.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Hands a tree to the cleaner when the run ends, even on error.
+struct RemoveTree<'c>(PathBuf, &'c Cleaner);
+
+impl Drop for RemoveTree<'_> {
+    fn drop(&mut self) {
+        self.1.remove(std::mem::take(&mut self.0));
     }
 }
 
@@ -570,7 +604,9 @@ pub fn smoke_image(
 ) -> Result<SmokeSection> {
     let started = Instant::now();
     let mut section = SmokeSection::new(opts);
-    let run = run_image(image, &work.join("smoke-image"), opts)?;
+    let cleaner = Cleaner::default();
+    let run = run_image(image, &work.join("smoke-image"), opts, &cleaner)?;
+    drop(cleaner);
     section.passed = run.answered_all();
     section.verdict = if section.passed { "answered" } else { "failed" }.into();
     section.message = if section.passed {
@@ -592,18 +628,21 @@ pub fn smoke_pair(
 ) -> Result<SmokeSection> {
     let started = Instant::now();
     let mut section = SmokeSection::new(opts);
-    let src = run_image(source, &work.join("smoke-source"), opts)?;
+    let cleaner = Cleaner::default();
+    let src = run_image(source, &work.join("smoke-source"), opts, &cleaner)?;
     if !src.answered_all() {
         section.verdict = "source failed".into();
         section.message = format!(
             "the source image itself fails, so the rewrite is not to blame, but nothing can be proven: {}; nothing was tagged",
             failure_text(&src)
         );
+        drop(cleaner);
         section.runs.push(src);
         section.total_ms = ms(started.elapsed());
         return Ok(section);
     }
-    let out = run_image(output, &work.join("smoke-output"), opts)?;
+    let out = run_image(output, &work.join("smoke-output"), opts, &cleaner)?;
+    drop(cleaner);
     section.differences = compare_runs(&src, &out, &opts.ignore);
     if out.answered_all() && section.differences.is_empty() {
         section.passed = true;
