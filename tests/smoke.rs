@@ -442,20 +442,20 @@ fn init_error_and_timeout_are_reported_as_such() {
     );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let run = &r["smoke"]["runs"][0];
+    let first = &r["smoke"]["runs"][0];
     assert!(
-        run["init_error"]
+        first["init_error"]
             .as_str()
             .unwrap()
             .contains("Runtime.ConfigError")
     );
     assert!(
-        run["stderr_tail"]
+        first["stderr_tail"]
             .as_str()
             .unwrap()
             .contains("settings.toml is missing")
     );
-    assert_eq!(run["invocations"][0]["outcome"], "not run");
+    assert_eq!(first["invocations"][0]["outcome"], "not run");
 
     let started = Instant::now();
     let out = env.run(&[
@@ -481,6 +481,37 @@ fn init_error_and_timeout_are_reported_as_such() {
         "timeout"
     );
     assert_eq!(processes_named("orphan-errors"), Vec::<String>::new());
+
+    // An arm64 image on this x86_64 host runs only through qemu-user's binfmt
+    // handler; without one the smoke run says so and fails, never passing silently.
+    run(
+        Command::new(require("umoci", "umoci"))
+            .args([
+                "config",
+                "--image",
+                &format!("{}:echo", layout.display()),
+                "--tag",
+                "arm64",
+            ])
+            .args(["--architecture", "arm64"]),
+        "umoci config --architecture arm64",
+    );
+    let out = env.run(&[
+        "smoke",
+        &format!("oci:{}:arm64", layout.display()),
+        "--event",
+        &ev,
+    ]);
+    if Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+        assert_success(&out, "smoke of an arm64 image through qemu-user");
+    } else {
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the image is arm64") && err.contains("qemu-user binfmt"),
+            "{err}"
+        );
+    }
 
     // A source that fails is reported as the source's failure, and nothing is tagged.
     let dst = tmp.path().join("out");
