@@ -377,8 +377,36 @@ fn custom_runtime_answers_in_a_lambda_like_sandbox() {
     );
     assert_eq!(listing(&layout), before, "the source layout is untouched");
 
-    // optimize --smoke: the output (re-layered) answers byte for byte as the source.
+    // optimize --smoke: the answers carry the wall clock, so byte for byte they
+    // differ: exit 1, both answers shown, nothing tagged.
     let out_layout = tmp.path().join("out");
+    let differs = env.run(&[
+        "optimize",
+        &image,
+        &format!("oci:{}:slim", out_layout.display()),
+        "--smoke",
+        &ev,
+        "--offline",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(differs.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&differs.stderr);
+    assert!(
+        err.contains(
+            "the output answers event hello.json differently: the answers differ (byte for byte)"
+        ),
+        "{err}"
+    );
+    let r: Value = serde_json::from_slice(&differs.stdout).unwrap();
+    assert_eq!(r["smoke"]["verdict"], "differs");
+    let d = &r["smoke"]["differences"][0];
+    assert!(d["source"].as_str().unwrap().contains("\"at\""));
+    assert_ne!(d["source"], d["output"]);
+    assert!(tags(&out_layout).is_empty(), "nothing tagged");
+
+    // With the varying field ignored, the re-layered output answers as the source.
     let md = env
         .cmd()
         .args(["optimize", &image])
@@ -386,6 +414,8 @@ fn custom_runtime_answers_in_a_lambda_like_sandbox() {
         .args([
             "--smoke",
             &ev,
+            "--smoke-ignore",
+            "$.at.ns",
             "--offline",
             "--format",
             "markdown",
@@ -403,15 +433,19 @@ fn custom_runtime_answers_in_a_lambda_like_sandbox() {
     let opt: Value =
         serde_json::from_slice(&fs::read(tmp.path().join("opt.json")).unwrap()).unwrap();
     assert_eq!(opt["smoke"]["verdict"], "equal");
+    assert_eq!(opt["smoke"]["ignore"], serde_json::json!(["$.at.ns"]));
     print_times("custom", &opt);
     let runs = opt["smoke"]["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0]["role"], "source");
     assert_eq!(runs[1]["role"], "output");
-    assert_eq!(
-        runs[0]["invocations"][0]["body"],
-        runs[1]["invocations"][0]["body"]
-    );
+    let answer = |r: &Value| -> Value {
+        let mut v: Value =
+            serde_json::from_str(r["invocations"][0]["body"].as_str().unwrap()).unwrap();
+        v["at"].as_object_mut().unwrap().remove("ns").unwrap();
+        v
+    };
+    assert_eq!(answer(&runs[0]), answer(&runs[1]));
     assert_eq!(tags(&out_layout), vec!["slim".to_string()]);
     assert_eq!(processes_named("orphan-custom"), Vec::<String>::new());
 }
