@@ -47,6 +47,11 @@ pub enum Command {
     Example(ExampleArgs),
     /// Print a shell completion script (e.g. `coldpress completions bash > /etc/bash_completion.d/coldpress`).
     Completions(CompletionsArgs),
+    /// Run an image the way Lambda does, in a sandbox, and send it events over a built-in Runtime API.
+    Smoke(Box<SmokeArgs>),
+    /// Internal: the smoke run's sandbox helper (started by coldpress itself).
+    #[command(hide = true)]
+    SandboxExec(SandboxExecArgs),
 }
 
 #[derive(Args, Debug)]
@@ -230,6 +235,8 @@ pub struct OptimizeArgs {
     #[arg(long, value_name = "DIR", env = "COLDPRESS_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
     #[command(flatten)]
+    pub smoke: SmokeGateArgs,
+    #[command(flatten)]
     pub read: ReadArgs,
     #[command(flatten)]
     pub base: BaseArgs,
@@ -237,6 +244,51 @@ pub struct OptimizeArgs {
     pub strip: StripArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// The smoke run before anything is tagged (docs/smoke.md).
+#[derive(Args, Debug, Clone)]
+pub struct SmokeGateArgs {
+    /// Run the source and the output with this event (JSON) over a built-in Lambda Runtime API
+    /// and tag nothing unless the output answers as the source does. Repeatable.
+    #[arg(long = "smoke", value_name = "FILE", conflicts_with = "dry_run")]
+    pub smoke: Vec<PathBuf>,
+    /// Seconds the function may take to start, and then for each event.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub smoke_timeout: u64,
+    /// Compare answers as JSON without this field (e.g. '$.timestamp', '$.items[*].id'). Repeatable.
+    #[arg(long = "smoke-ignore", value_name = "JSONPATH")]
+    pub smoke_ignore: Vec<crate::smoke::JsonPath>,
+}
+
+#[derive(Args, Debug)]
+pub struct SmokeArgs {
+    /// The image to run.
+    pub image: String,
+    /// An event (a JSON file) to send. Repeatable; sent in order.
+    #[arg(long = "event", value_name = "FILE", required = true)]
+    pub event: Vec<PathBuf>,
+    /// Seconds the function may take to start, and then for each event.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub smoke_timeout: u64,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Directory for the materialised filesystem (default: the system temp directory).
+    #[arg(long, value_name = "DIR", env = "COLDPRESS_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SandboxExecArgs {
+    pub spec: PathBuf,
 }
 
 /// `150MB`, `100MiB`, `1.5GB`, `12345` → bytes.

@@ -69,6 +69,11 @@ pub enum Error {
     /// The output did not pass verification; nothing was tagged.
     #[error("verification failed: {0}")]
     Verify(String),
+
+    /// The smoke run failed: the output does not answer like the source, or an
+    /// image could not be run. Nothing was tagged.
+    #[error("smoke: {0}")]
+    Smoke(String),
 }
 
 /// What a registry error means for the caller: retry, re-authenticate, or give up.

@@ -4,7 +4,8 @@
 //! [`reference`] → [`transport`] (sources and sinks) → [`image`] (manifest, config)
 //! → [`layer`] (streamed tar entries) → [`fsindex`] (the final filesystem)
 //! → [`analysis`] (base match, classes, strip rules, findings) → [`plan`]
-//! → [`writer`] (new layers) → [`transport`] (sink) → [`report`].
+//! → [`writer`] (new layers) → [`smoke`] (run it before tagging) → [`transport`] (sink)
+//! → [`report`].
 
 pub mod analysis;
 pub mod audit;
@@ -21,6 +22,7 @@ pub mod parallel;
 pub mod plan;
 pub mod reference;
 pub mod report;
+pub mod smoke;
 pub mod transport;
 pub mod ui;
 pub mod workdir;

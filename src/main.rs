@@ -6,6 +6,9 @@ use coldpress::{commands, ui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::SandboxExec(s) = &cli.command {
+        coldpress::smoke::sandbox::helper_main(&s.spec);
+    }
     ui::init(cli.global.verbose, cli.global.quiet);
     if let Some(secs) = cli.global.deadline {
         std::thread::spawn(move || {
@@ -22,6 +25,8 @@ fn main() -> ExitCode {
             coldpress::cli::write_completions(c.shell, &mut std::io::stdout().lock());
             Ok(())
         }
+        Command::Smoke(s) => commands::smoke::run(s),
+        Command::SandboxExec(_) => unreachable!("handled above"),
         Command::Example(e) => coldpress::example::write_example(&e.dir).map(|written| {
             for (tag, digest) in written {
                 println!("oci:{}:{tag}\t{digest}", e.dir.display());

@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod audit;
 pub mod optimize;
+pub mod smoke;
 
 use std::io::Read;
 use std::time::Duration;

@@ -35,6 +35,7 @@ pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 pub fn run(args: &OptimizeArgs) -> Result<()> {
     let src = ImageRef::parse(&args.source)?;
     let dst = ImageRef::parse(&args.destination)?;
+    crate::smoke::load_events(&args.smoke.smoke)?; // bad event files fail before any work
     let topts = super::transport_options(&args.registry, &[&src, &dst])?;
     let compression = match args.compression {
         LayerCompression::Gzip => Compression::Gzip,
@@ -179,6 +180,19 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     report.optimize = Some(section.clone());
     // Gates come before anything is tagged.
     thresholds(args, &report).inspect_err(|_| {
+        let _ = emit(&report, args.format, args.report.as_deref(), false);
+    })?;
+    // The written output must answer like the source before it is tagged.
+    super::smoke::gate(
+        &args.smoke,
+        &a,
+        source.as_ref(),
+        &written,
+        &config,
+        work.path(),
+        &mut report,
+    )
+    .inspect_err(|_| {
         let _ = emit(&report, args.format, args.report.as_deref(), false);
     })?;
     outcomes.push(sink.put_blob(&config_desc, &config as &dyn BlobContent)?);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use render::{render_markdown, render_text};
+pub use render::{render_markdown, render_smoke_markdown, render_smoke_text, render_text};
 
 use crate::analysis::{Analysis, Class, Finding};
 use crate::catalog::CatalogStatus;
@@ -177,6 +177,9 @@ pub struct Report {
     pub files: Option<Vec<FileRow>>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub optimize: Option<crate::report::OptimizeSection>,
+    /// `optimize --smoke`: the source and the output run with the same events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smoke: Option<crate::smoke::SmokeSection>,
 }
 
 /// What `optimize` adds (see issue #3 / docs/report-schema.md).
@@ -392,6 +395,7 @@ impl Report {
             findings: a.findings.clone(),
             files,
             optimize: None,
+            smoke: None,
         }
     }
 }

@@ -168,6 +168,10 @@ pub fn render_text(r: &Report) -> String {
     if let Some(opt) = &r.optimize {
         super::render::optimize_text(&mut o, r, opt);
     }
+    if let Some(s) = &r.smoke {
+        let _ = writeln!(o);
+        o.push_str(&render_smoke_text(s));
+    }
     let _ = writeln!(o);
     if r.findings.is_empty() {
         let _ = writeln!(o, "  findings: none");
@@ -414,6 +418,10 @@ pub fn render_markdown(r: &Report) -> String {
             }
         }
     }
+    if let Some(s) = &r.smoke {
+        let _ = writeln!(o);
+        o.push_str(&render_smoke_markdown(s));
+    }
     if !r.findings.is_empty() {
         if r.optimize.is_some() {
             let _ = writeln!(o, "\nFindings on the source image:");
@@ -429,5 +437,130 @@ pub fn render_markdown(r: &Report) -> String {
             );
         }
     }
+    o
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |m| format!("{m:.1} ms"))
+}
+
+fn one_line(s: &str, n: usize) -> String {
+    truncate(&s.replace('\n', " "), n)
+}
+
+/// The smoke section as text: verdict, isolation, init and invoke times per image.
+pub fn render_smoke_text(s: &crate::smoke::SmokeSection) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "  smoke: {} ({})",
+        if s.passed { "passed" } else { "FAILED" },
+        s.verdict
+    );
+    let _ = writeln!(o, "    {}", s.message);
+    if let Some(r) = s.runs.first() {
+        let _ = writeln!(o, "    sandbox: {}", r.isolation);
+    }
+    for r in &s.runs {
+        let _ = writeln!(
+            o,
+            "    {:<7} init {:>10}  materialise {:>9.1} ms  sandbox {:>7.1} ms  ({} files)",
+            r.role,
+            opt_ms(r.init_ms),
+            r.materialise_ms,
+            r.sandbox_ms,
+            r.files
+        );
+        for i in &r.invocations {
+            let _ = writeln!(
+                o,
+                "      {:<24} {:<9} {:>10}  {}",
+                truncate(&i.event, 24),
+                i.outcome,
+                opt_ms(i.invoke_ms),
+                one_line(i.body.as_deref().unwrap_or(""), 60)
+            );
+        }
+        if let Some(m) = &r.missing {
+            let _ = writeln!(o, "      first missing: {m}");
+        }
+        if !r.answered_all() && !r.stderr_tail.is_empty() {
+            let _ = writeln!(o, "      output (last lines):");
+            for l in r.stderr_tail.lines() {
+                let _ = writeln!(o, "        {l}");
+            }
+        }
+    }
+    for d in &s.differences {
+        let _ = writeln!(o, "    differs: {}: {}", d.event, d.reason);
+        let _ = writeln!(
+            o,
+            "      source: {}",
+            one_line(d.source.as_deref().unwrap_or("-"), 200)
+        );
+        let _ = writeln!(
+            o,
+            "      output: {}",
+            one_line(d.output.as_deref().unwrap_or("-"), 200)
+        );
+    }
+    let _ = writeln!(o, "    smoke run took {:.0} ms in all", s.total_ms);
+    o
+}
+
+/// The smoke section as Markdown, with init and invoke times side by side.
+pub fn render_smoke_markdown(s: &crate::smoke::SmokeSection) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "#### Smoke run: {} ({})\n",
+        if s.passed { "passed" } else { "**failed**" },
+        s.verdict
+    );
+    let _ = writeln!(o, "{}\n", s.message.replace('|', "\\|"));
+    if let Some(r) = s.runs.first() {
+        let _ = writeln!(o, "Sandbox: {}.\n", r.isolation);
+    }
+    let _ = writeln!(
+        o,
+        "| image | init | invoke (per event) | materialise | files |\n|---|---:|---|---:|---:|"
+    );
+    for r in &s.runs {
+        let invokes: Vec<String> = r
+            .invocations
+            .iter()
+            .map(|i| format!("{}: {} {}", i.event, i.outcome, opt_ms(i.invoke_ms)))
+            .collect();
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {:.0} ms | {} |",
+            r.role,
+            opt_ms(r.init_ms),
+            invokes.join("<br>").replace('|', "\\|"),
+            r.materialise_ms,
+            r.files
+        );
+    }
+    for r in s.runs.iter().filter(|r| !r.answered_all()) {
+        if let Some(m) = &r.missing {
+            let _ = writeln!(o, "\nFirst missing in the {}: **{m}**", r.role);
+        }
+        let _ = writeln!(
+            o,
+            "\nLast output of the {}:\n\n```\n{}\n```",
+            r.role, r.stderr_tail
+        );
+    }
+    for d in &s.differences {
+        let _ = writeln!(
+            o,
+            "\nEvent `{}`: {}\n\n- source: `{}`\n- output: `{}`",
+            d.event,
+            d.reason,
+            one_line(d.source.as_deref().unwrap_or("-"), 300).replace('`', "'"),
+            one_line(d.output.as_deref().unwrap_or("-"), 300).replace('`', "'")
+        );
+    }
+    let _ = writeln!(o, "\nThe smoke run took {:.0} ms in all.", s.total_ms);
     o
 }
