@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde_json::Value;
-use support::{Env, assert_success, fixture_cache, realistic_fixture, require, with_lock};
+use support::{
+    Env, ErrorBlock, assert_success, fixture_cache, realistic_fixture, require, with_lock,
+};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smoke");
 
@@ -738,7 +740,9 @@ fn bad_event_files_are_refused_before_any_work() {
         ]);
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(expect) && err.lines().count() == 1, "{err}");
+        // One error (with its causes), naming the file.
+        let block = ErrorBlock::parse(&err);
+        assert!(block.chain().contains(expect), "{err}");
         assert!(!dst.exists(), "nothing written");
     }
     let out = env.run(&[
