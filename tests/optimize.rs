@@ -629,14 +629,24 @@ fn index_in_manifest_out_family_kept_provenance_recorded() {
         r2["destination"]["media_type"],
         "application/vnd.oci.image.manifest.v1+json"
     );
-    // No base here: everything was squashed by class, code last.
-    let roles: Vec<&str> = r["new_layers"]
+    // No base here: everything was squashed by class, code last, except the
+    // stand-in base's runtime layer: all system, nothing stripped, it passes
+    // through as it is.
+    let roles: Vec<(&str, &str)> = r["new_layers"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| l["role"].as_str().unwrap())
+        .map(|l| (l["role"].as_str().unwrap(), l["origin"].as_str().unwrap()))
         .collect();
-    assert_eq!(roles, ["system", "deps", "code"]);
+    assert_eq!(
+        roles,
+        [
+            ("system", "passed-through"),
+            ("system", "written"),
+            ("deps", "written"),
+            ("code", "written")
+        ]
+    );
 
     let cfg = config_of(&format!("docker://{h}/fn/app:slim"));
     let labels = &cfg["config"]["Labels"];
