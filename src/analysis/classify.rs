@@ -60,6 +60,9 @@ pub enum Reason {
     /// A task-root file the source keeps in a layer (this one) below its code,
     /// holding no source files: moving it up would make redeploys carry it.
     BelowCode(u16),
+    /// A task-root directory whose files are all of one other class (a model
+    /// directory): it goes with them, not with the code.
+    Holds,
 }
 
 /// Which task-root files count as assets besides the built-in extensions.
@@ -248,6 +251,7 @@ impl Classification {
             Reason::BelowCode(l) => format!(
                 "the source keeps it in layer {l}, below the code and without source files: an asset"
             ),
+            Reason::Holds => "a directory holding only files of this class".into(),
             Reason::SourceFile => format!(
                 "a source file in the task root /{}: code, whatever its size",
                 self.task_root
@@ -484,6 +488,7 @@ pub fn classify(
         items.push(c);
     }
     respect_source_layers(index, &mut items);
+    dirs_follow_files(index, task_root, &mut items);
 
     Ok(Classification {
         items,
@@ -528,6 +533,39 @@ fn respect_source_layers(index: &FsIndex, items: &mut [Classified]) {
             *c = Classified {
                 class: Class::Assets,
                 reason: Reason::BelowCode(n.layer),
+            };
+        }
+    }
+}
+
+/// A plain task-root directory goes with its files when they are all of one
+/// class other than code (`model/` with the weights), so that a layer of only
+/// model files stays one class and the code layer does not carry its directories.
+fn dirs_follow_files(index: &FsIndex, task_root: &str, items: &mut [Classified]) {
+    // Per directory: the one class of its files so far, or None once mixed.
+    let mut seen: HashMap<&str, Option<Class>> = HashMap::new();
+    for ((path, n), c) in index.iter().zip(items.iter()) {
+        if n.is_dir() || !under(path, task_root) {
+            continue;
+        }
+        let mut d = parent(path);
+        while under(d, task_root) && d != task_root {
+            let e = seen.entry(d).or_insert(Some(c.class));
+            if *e != Some(c.class) {
+                *e = None;
+            }
+            d = parent(d);
+        }
+    }
+    for ((path, n), c) in index.iter().zip(items.iter_mut()) {
+        if n.is_dir()
+            && c.reason == Reason::TaskRoot
+            && let Some(Some(class)) = seen.get(path)
+            && *class != Class::Code
+        {
+            *c = Classified {
+                class: *class,
+                reason: Reason::Holds,
             };
         }
     }

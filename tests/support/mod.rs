@@ -537,6 +537,7 @@ pub fn write_file(path: &Path, content: &str) {
 }
 pub mod edge;
 pub mod listing;
+pub mod ml;
 pub mod proxy;
 pub mod token;
 
