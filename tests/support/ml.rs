@@ -77,8 +77,11 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h
 }
 
-/// A gzip tar layer: (blob, diff_id) written to `dir`.
-fn layer(dir: &Path, items: &[Item<'_>]) -> (PathBuf, Digest, Digest, u64) {
+/// A written layer blob: (file, digest, diff_id, size).
+type Blob = (PathBuf, Digest, Digest, u64);
+
+/// A gzip tar layer written to `dir`.
+fn layer(dir: &Path, items: &[Item<'_>]) -> Blob {
     let tar_path = dir.join("layer.tar");
     {
         let mut b = tar::Builder::new(fs::File::create(&tar_path).unwrap());
@@ -247,7 +250,7 @@ fn build(base_layout: &Path, tmp: &Path) {
     let deps = task(vec![Item::Tree(&site, "var/task")]);
     let model = task(vec![Item::Dir("var/task/model"), Item::Model]);
     let requirements = || Item::Text("var/task/requirements.txt", format!("{NUMPY}\n"));
-    let images: Vec<(&str, Vec<(&str, (PathBuf, Digest, Digest, u64))>)> = ["1.0.0", "1.1.0"]
+    let images: Vec<(&str, Vec<(&str, Blob)>)> = ["1.0.0", "1.1.0"]
         .iter()
         .enumerate()
         .flat_map(|(i, version)| {
