@@ -415,8 +415,17 @@ pub fn classify(
             path: dir.to_string(),
         });
         for line in text.lines() {
-            if let Some(rel) = record_path(line)
-                && let Some(p) = join_normalized(rel_base, &rel)
+            let Some(rel) = record_path(line) else {
+                continue;
+            };
+            if let Some(p) = join_normalized(rel_base, &rel) {
+                listed.entry(p).or_insert(id);
+            }
+            // `pip install --target DIR` moves console scripts to DIR/bin, while
+            // RECORD keeps them relative to where they were built (`../../../bin/x`).
+            if rel.starts_with("../")
+                && basename(parent(&rel)) == "bin"
+                && let Some(p) = join_normalized(rel_base, &format!("bin/{}", basename(&rel)))
             {
                 listed.entry(p).or_insert(id);
             }
