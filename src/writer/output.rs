@@ -105,8 +105,11 @@ pub fn lookup(
         let mut hit = None;
         if let Some(m) = memos.cache.load(&key) {
             let desc = Descriptor::new(media.clone(), m.digest.clone(), m.size);
-            let in_sink = sink.has_blob(&desc)?;
-            if in_sink || remote.is_some_and(|(d, _)| d.digest == m.digest) {
+            let from_reuse = remote.is_some_and(|(d, _)| d.digest == m.digest);
+            // Verifying needs the listing: stored, or read from the reuse image.
+            let checkable = !w.verify || m.listing.is_some() || from_reuse;
+            let in_sink = checkable && sink.has_blob(&desc)?;
+            if in_sink || (checkable && from_reuse) {
                 hit = Some(Hit {
                     key: key.clone(),
                     memo: m,
