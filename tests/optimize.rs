@@ -133,6 +133,7 @@ fn example_output_equals_source_minus_removed_and_is_deterministic() {
     let output = walk(&rootfs(&umoci_unpack(out.path(), "slim")));
     let removed = removed_paths(&r);
     assert_same_minus_removed(&source, &output, &removed);
+    assert_eq!(r["never_worse"]["ok"], true, "{}", r["never_worse"]);
     for expected in [
         "usr/bin/gcc-12",
         "root/.cache/pip/http/3f2a9c",
