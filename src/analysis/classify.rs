@@ -721,6 +721,69 @@ mod tests {
         ));
     }
 
+    /// The source's layering decides for plain task-root files: a layer of
+    /// config files below the code's layer stays below it (assets), and a model
+    /// directory goes with its files.
+    #[test]
+    fn layering_and_directories() {
+        use crate::layer::{Entry, EntryKind, Meta};
+        let e = |path: &str, kind: EntryKind, size: u64| Entry {
+            path: path.into(),
+            kind,
+            meta: Meta::default(),
+            size,
+            data_offset: 0,
+            content_hash: None,
+            captured: None,
+            sparse: false,
+        };
+        let dir = |p: &str| e(p, EntryKind::Dir, 0);
+        let file = |p: &str, size| e(p, EntryKind::File, size);
+        let mut ix = FsIndex::new();
+        ix.apply(vec![dir("var"), dir("var/task")], "base").unwrap();
+        ix.apply(
+            vec![dir("var/task/config"), file("var/task/config/app.json", 10)],
+            "config",
+        )
+        .unwrap();
+        ix.apply(
+            vec![dir("var/task/model"), file("var/task/model/w", 10 << 20)],
+            "model",
+        )
+        .unwrap();
+        ix.apply(
+            vec![
+                file("var/task/handler.py", 100),
+                file("var/task/settings.json", 10),
+            ],
+            "code",
+        )
+        .unwrap();
+        ix.finish();
+        let c = classify(&ix, 1, "var/task", &AssetOptions::default()).unwrap();
+        let got: HashMap<&str, (Class, Reason)> = ix
+            .iter()
+            .zip(&c.items)
+            .map(|((p, _), c)| (p, (c.class, c.reason)))
+            .collect();
+        assert_eq!(
+            got["var/task/config/app.json"],
+            (Class::Assets, Reason::BelowCode(1))
+        );
+        assert_eq!(got["var/task/config"], (Class::Assets, Reason::Holds));
+        assert_eq!(got["var/task/model/w"], (Class::Assets, Reason::AssetSize));
+        assert_eq!(got["var/task/model"], (Class::Assets, Reason::Holds));
+        // In the code's own layer, a small non-source file is code.
+        assert_eq!(
+            got["var/task/settings.json"],
+            (Class::Code, Reason::TaskRoot)
+        );
+        assert_eq!(
+            got["var/task/handler.py"],
+            (Class::Code, Reason::SourceFile)
+        );
+    }
+
     #[test]
     fn path_rules() {
         let listed = HashMap::from([("var/task/numpy/core.py".to_string(), 0u32)]);
