@@ -138,6 +138,13 @@ pub struct StripArgs {
     /// Never remove paths matching this glob (wins over every rule). Repeatable.
     #[arg(long = "keep", value_name = "GLOB")]
     pub keep: Vec<String>,
+    /// Also count task-root files matching this glob as assets (their own layer below
+    /// the code, e.g. '/var/task/models/**'). Repeatable.
+    #[arg(long = "assets", value_name = "GLOB")]
+    pub assets: Vec<String>,
+    /// Non-source task-root files of at least SIZE are assets, not code (e.g. 4MiB, 10MB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4MiB")]
+    pub assets_threshold: u64,
 }
 
 /// How much to read at once and what to refuse.
@@ -231,6 +238,13 @@ pub struct OptimizeArgs {
     /// Exit with code 3 (and tag nothing) if cold-start bytes shrink by less than PERCENT.
     #[arg(long, value_name = "PERCENT")]
     pub fail_if_savings_under: Option<f64>,
+    /// Reuse layers an earlier output recorded (config label dev.coldpress.layer-keys)
+    /// from this image. Default: what the destination tag points to now.
+    #[arg(long, value_name = "REF")]
+    pub reuse_from: Option<String>,
+    /// Build every layer, even those an earlier run already built.
+    #[arg(long, conflicts_with = "reuse_from")]
+    pub no_reuse: bool,
     /// Directory for spooled layers (default: the system temp directory).
     #[arg(long, value_name = "DIR", env = "COLDPRESS_WORK_DIR")]
     pub work_dir: Option<PathBuf>,

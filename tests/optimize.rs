@@ -133,6 +133,7 @@ fn example_output_equals_source_minus_removed_and_is_deterministic() {
     let output = walk(&rootfs(&umoci_unpack(out.path(), "slim")));
     let removed = removed_paths(&r);
     assert_same_minus_removed(&source, &output, &removed);
+    assert_eq!(r["never_worse"]["ok"], true, "{}", r["never_worse"]);
     for expected in [
         "usr/bin/gcc-12",
         "root/.cache/pip/http/3f2a9c",
@@ -638,14 +639,24 @@ fn index_in_manifest_out_family_kept_provenance_recorded() {
         r2["destination"]["media_type"],
         "application/vnd.oci.image.manifest.v1+json"
     );
-    // No base here: everything was squashed by class, code last.
-    let roles: Vec<&str> = r["new_layers"]
+    // No base here: everything was squashed by class, code last, except the
+    // stand-in base's runtime layer: all system, nothing stripped, it passes
+    // through as it is.
+    let roles: Vec<(&str, &str)> = r["new_layers"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| l["role"].as_str().unwrap())
+        .map(|l| (l["role"].as_str().unwrap(), l["origin"].as_str().unwrap()))
         .collect();
-    assert_eq!(roles, ["system", "deps", "code"]);
+    assert_eq!(
+        roles,
+        [
+            ("system", "passed-through"),
+            ("system", "written"),
+            ("deps", "written"),
+            ("code", "written")
+        ]
+    );
 
     let cfg = config_of(&format!("docker://{h}/fn/app:slim"));
     let labels = &cfg["config"]["Labels"];
@@ -697,4 +708,114 @@ fn strip_and_keep_globs() {
         "--keep DIR keeps what is in it"
     );
     assert_eq!(rules.get("/usr/bin/gcc-12"), Some(&"build-toolchain"));
+}
+
+/// Issue 10, the ephemeral CI runner: build 2 (a code-only change) optimized with
+/// an empty cache finds build 1's layers by the keys its config records, builds
+/// only the code layer, and its output is what a full rebuild gives.
+#[test]
+fn a_redeploy_with_an_empty_cache_reuses_the_previous_outputs_layers() {
+    let registry = Registry::start();
+    let h = &registry.host;
+    support::push_example(
+        &registry,
+        &[
+            ("base", "lambda/base:1"),
+            ("app", "fn/app:build-1"),
+            ("app-v2", "fn/app:build-2"),
+        ],
+        &[],
+    );
+    let base = format!("{h}/lambda/base:1");
+    let slim = format!("{h}/fn/app-slim");
+    let by_origin = |r: &Value| -> Vec<(String, String, String)> {
+        r["new_layers"].as_array().unwrap()[2..]
+            .iter()
+            .map(|l| {
+                (
+                    l["role"].as_str().unwrap().to_string(),
+                    l["origin"].as_str().unwrap().to_string(),
+                    l["transfer"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let r1 = optimize(
+        &Env::new(),
+        &format!("{h}/fn/app:build-1"),
+        &format!("{slim}:1"),
+        &["--base-image", &base],
+    );
+    let keys =
+        config_of(&format!("docker://{slim}:1"))["config"]["Labels"]["dev.coldpress.layer-keys"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    assert_eq!(
+        keys.split(' ').count(),
+        3,
+        "one key per written layer: {keys}"
+    );
+
+    // A new runner: empty cache, build 2, reusing build 1's output.
+    let log_mark = registry.log().len();
+    let r2 = optimize(
+        &Env::new(),
+        &format!("{h}/fn/app:build-2"),
+        &format!("{slim}:2"),
+        &["--base-image", &base, "--reuse-from", &format!("{slim}:1")],
+    );
+    let t = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        by_origin(&r2),
+        [
+            t("system", "memoized", "existed"),
+            t("deps", "memoized", "existed"),
+            t("code", "written", "uploaded")
+        ]
+    );
+    assert_eq!(r2["verified"], true);
+    // The registry saw one layer upload (the code) besides the config.
+    let puts = registry.log()[log_mark..]
+        .lines()
+        .filter(|l| l.contains("\"PUT /v2/fn/app-slim/blobs/uploads/") && l.contains("\" 201 "))
+        .count();
+    assert_eq!(puts, 2, "code layer and config only");
+
+    // Same output as building every layer again.
+    let full = optimize(
+        &Env::new(),
+        &format!("{h}/fn/app:build-2"),
+        &format!("{slim}:2-full"),
+        &["--base-image", &base, "--no-reuse"],
+    );
+    assert!(by_origin(&full).iter().all(|(_, o, _)| o == "written"));
+    assert_eq!(full["destination"]["digest"], r2["destination"]["digest"]);
+    assert_ne!(r1["destination"]["digest"], r2["destination"]["digest"]);
+
+    // The default reuse source is the destination tag's current image; and a
+    // runner's own cache is enough without any registry keys.
+    let env = Env::new();
+    let again = optimize(
+        &env,
+        &format!("{h}/fn/app:build-2"),
+        &format!("{slim}:2"),
+        &["--base-image", &base],
+    );
+    assert!(by_origin(&again).iter().all(|(_, o, _)| o == "memoized"));
+    let cached = optimize(
+        &env,
+        &format!("{h}/fn/app:build-1"),
+        &format!("{slim}:1-again"),
+        &["--base-image", &base, "--no-reuse"],
+    );
+    assert_eq!(
+        by_origin(&cached)
+            .iter()
+            .map(|(_, o, _)| o.as_str())
+            .collect::<Vec<_>>(),
+        ["memoized", "memoized", "written"],
+        "system and deps from the local cache, build 1's code written"
+    );
+    assert_eq!(cached["destination"]["digest"], r1["destination"]["digest"]);
 }

@@ -213,6 +213,23 @@ fn realistic_lambda_image() {
         layer(&o2, "system")["digest"],
         layer(&o, "system")["digest"]
     );
+    // Never worse than the source (cold start, code layer, redeploy), and a
+    // code-only redeploy of the output costs its code layer only.
+    for r in [&o, &o2] {
+        assert_eq!(r["never_worse"]["ok"], true, "{}", r["never_worse"]);
+        assert_eq!(
+            r["redeploy"]["output"]["bytes"],
+            layer(r, "code")["compressed_bytes"]
+        );
+        assert!(
+            r["redeploy"]["source"]["bytes"].as_u64().unwrap()
+                > 10 * r["redeploy"]["output"]["bytes"].as_u64().unwrap(),
+            "{}",
+            r["redeploy"]
+        );
+    }
+    // The deps layer was not built again: the first run's memo had it.
+    assert_eq!(layer(&o2, "deps")["origin"], "memoized");
     // Code last and smallest: a code-only deploy ships one small layer.
     for r in [&o, &o2] {
         let layers = r["new_layers"].as_array().unwrap();

@@ -1,7 +1,11 @@
 //! Which part of the image each final path belongs to: `base` (matched base
 //! layers), `system` (added after the base, outside the code and dependency
-//! roots), `deps` (third-party packages under the task root and /opt), `code`
-//! (the rest of the task root). Every decision keeps its reason.
+//! roots), `deps` (third-party packages under the task root and /opt), `assets`
+//! (large or data files in the task root that change rarely: model weights,
+//! datasets), `code` (the rest of the task root). Every decision keeps its reason.
+//!
+//! The order of [`Class`] is the order of the output layers: what changes least
+//! goes lowest, so a code-only change re-uploads only the top layer.
 
 use std::collections::HashMap;
 
@@ -16,6 +20,7 @@ pub enum Class {
     Base,
     System,
     Deps,
+    Assets,
     Code,
 }
 
@@ -25,6 +30,7 @@ impl Class {
             Class::Base => "base",
             Class::System => "system",
             Class::Deps => "deps",
+            Class::Assets => "assets",
             Class::Code => "code",
         }
     }
@@ -43,6 +49,138 @@ pub enum Reason {
     Jar,
     OptOther,
     TaskRoot,
+    /// A data or model file by its extension (`.bin`, `.onnx`, `.parquet`…).
+    AssetExtension,
+    /// A non-source file at or over the size threshold.
+    AssetSize,
+    /// Matched an `--assets` glob (the index of the glob).
+    AssetGlob(u16),
+    /// A source file or `bootstrap`: stays code whatever its size.
+    SourceFile,
+    /// A task-root file the source keeps in a layer (this one) below its code,
+    /// holding no source files: moving it up would make redeploys carry it.
+    BelowCode(u16),
+    /// A task-root directory whose files are all of one other class (a model
+    /// directory): it goes with them, not with the code.
+    Holds,
+}
+
+/// Which task-root files count as assets besides the built-in extensions.
+#[derive(Clone, Debug)]
+pub struct AssetOptions {
+    /// Non-source files of at least this many bytes are assets.
+    pub threshold: u64,
+    /// `--assets` globs (absolute, like `--strip`).
+    pub globs: Vec<String>,
+}
+
+pub const DEFAULT_ASSET_THRESHOLD: u64 = 4 << 20;
+
+impl Default for AssetOptions {
+    fn default() -> Self {
+        AssetOptions {
+            threshold: DEFAULT_ASSET_THRESHOLD,
+            globs: Vec::new(),
+        }
+    }
+}
+
+/// Model weights, datasets and archives: large, and rarely changed with the code.
+const ASSET_EXTENSIONS: &[&str] = &[
+    "bin",
+    "pt",
+    "pth",
+    "onnx",
+    "safetensors",
+    "gguf",
+    "h5",
+    "keras",
+    "tflite",
+    "pb",
+    "pkl",
+    "joblib",
+    "npy",
+    "npz",
+    "parquet",
+    "arrow",
+    "feather",
+    "csv",
+    "tsv",
+    "sqlite",
+    "db",
+    "zip",
+    "tar",
+    "gz",
+    "tgz",
+    "bz2",
+    "xz",
+    "zst",
+    "7z",
+];
+
+/// Files the runtime loads as code: they stay in the code layer, whatever their size.
+const SOURCE_EXTENSIONS: &[&str] = &[
+    "py", "js", "mjs", "cjs", "ts", "rb", "php", "java", "class", "go",
+];
+
+fn extension(path: &str) -> Option<&str> {
+    let base = basename(path);
+    let (stem, ext) = base.rsplit_once('.')?;
+    (!stem.is_empty()).then_some(ext)
+}
+
+struct AssetMatcher<'a> {
+    opts: &'a AssetOptions,
+    globs: globset::GlobSet,
+}
+
+impl<'a> AssetMatcher<'a> {
+    fn new(opts: &'a AssetOptions) -> crate::error::Result<Self> {
+        let mut b = globset::GlobSetBuilder::new();
+        for g in &opts.globs {
+            let pattern = if g.starts_with('/') || g.starts_with("**") {
+                g.clone()
+            } else {
+                format!("/{g}")
+            };
+            b.add(
+                globset::GlobBuilder::new(&pattern)
+                    .literal_separator(true)
+                    .backslash_escape(true)
+                    .build()
+                    .map_err(|e| {
+                        crate::error::Error::Usage(format!("invalid --assets glob '{g}': {e}"))
+                    })?,
+            );
+        }
+        let globs = b
+            .build()
+            .map_err(|e| crate::error::Error::Usage(format!("invalid --assets glob: {e}")))?;
+        Ok(AssetMatcher { opts, globs })
+    }
+
+    /// The asset reason for a regular file of the task root, or `SourceFile` for
+    /// code that must stay code; `None` for the rest (plain code).
+    fn reason(&self, path: &str, size: u64) -> Option<Reason> {
+        if let Some(i) = self.globs.matches(format!("/{path}")).first() {
+            return Some(Reason::AssetGlob(*i as u16));
+        }
+        let ext = extension(path).map(|e| e.to_ascii_lowercase());
+        if basename(path) == "bootstrap"
+            || ext
+                .as_deref()
+                .is_some_and(|e| SOURCE_EXTENSIONS.contains(&e))
+        {
+            return Some(Reason::SourceFile);
+        }
+        if ext
+            .as_deref()
+            .is_some_and(|e| ASSET_EXTENSIONS.contains(&e))
+        {
+            return Some(Reason::AssetExtension);
+        }
+        (size >= self.opts.threshold).then_some(Reason::AssetSize)
+    }
 }
 
 /// A third-party package found in the image.
@@ -75,6 +213,7 @@ pub struct Classification {
     /// `cpython-311` style tag of the interpreter the image runs, when exactly one
     /// Python 3 interpreter is in the image.
     pub python_tag: Option<String>,
+    pub assets: AssetOptions,
 }
 
 impl Classification {
@@ -98,6 +237,23 @@ impl Classification {
             Reason::OptOther => "under /opt, not a recognized package".into(),
             Reason::TaskRoot => format!(
                 "in the task root /{}, not part of a package",
+                self.task_root
+            ),
+            Reason::AssetExtension => "a data or model file (by its extension), kept apart from the code that changes on every deploy".into(),
+            Reason::AssetSize => format!(
+                "a non-source file of {} or more (--assets-threshold), kept apart from the code",
+                crate::report::human_bytes(self.assets.threshold)
+            ),
+            Reason::AssetGlob(i) => format!(
+                "matched --assets {}",
+                self.assets.globs.get(i as usize).map_or("", String::as_str)
+            ),
+            Reason::BelowCode(l) => format!(
+                "the source keeps it in layer {l}, below the code and without source files: an asset"
+            ),
+            Reason::Holds => "a directory holding only files of this class".into(),
+            Reason::SourceFile => format!(
+                "a source file in the task root /{}: code, whatever its size",
                 self.task_root
             ),
         }
@@ -216,7 +372,13 @@ fn under(path: &str, root: &str) -> bool {
             && path.as_bytes()[root.len()] == b'/')
 }
 
-pub fn classify(index: &FsIndex, base_layers: usize, task_root: &str) -> Classification {
+pub fn classify(
+    index: &FsIndex,
+    base_layers: usize,
+    task_root: &str,
+    assets: &AssetOptions,
+) -> crate::error::Result<Classification> {
+    let matcher = AssetMatcher::new(assets)?;
     let mut packages: Vec<Package> = Vec::new();
     let mut listed: HashMap<String, u32> = HashMap::new();
     let mut interpreters = std::collections::BTreeSet::new();
@@ -253,8 +415,17 @@ pub fn classify(index: &FsIndex, base_layers: usize, task_root: &str) -> Classif
             path: dir.to_string(),
         });
         for line in text.lines() {
-            if let Some(rel) = record_path(line)
-                && let Some(p) = join_normalized(rel_base, &rel)
+            let Some(rel) = record_path(line) else {
+                continue;
+            };
+            if let Some(p) = join_normalized(rel_base, &rel) {
+                listed.entry(p).or_insert(id);
+            }
+            // `pip install --target DIR` moves console scripts to DIR/bin, while
+            // RECORD keeps them relative to where they were built (`../../../bin/x`).
+            if rel.starts_with("../")
+                && basename(parent(&rel)) == "bin"
+                && let Some(p) = join_normalized(rel_base, &format!("bin/{}", basename(&rel)))
             {
                 listed.entry(p).or_insert(id);
             }
@@ -304,12 +475,31 @@ pub fn classify(index: &FsIndex, base_layers: usize, task_root: &str) -> Classif
                 reason: Reason::BaseLayer(node.layer),
             }
         } else {
-            classify_path(path, node.is_dir(), task_root, &listed, &package_dirs)
+            let c = classify_path(path, node.is_dir(), task_root, &listed, &package_dirs);
+            // Only plain task-root files are candidates: packages stay deps.
+            match (c.reason, node.content) {
+                (Reason::TaskRoot, Some(id)) if !node.is_dir() && path != task_root => {
+                    match matcher.reason(path, index.content(id).size) {
+                        Some(Reason::SourceFile) => Classified {
+                            class: Class::Code,
+                            reason: Reason::SourceFile,
+                        },
+                        Some(reason) => Classified {
+                            class: Class::Assets,
+                            reason,
+                        },
+                        None => c,
+                    }
+                }
+                _ => c,
+            }
         };
         items.push(c);
     }
+    respect_source_layers(index, &mut items);
+    dirs_follow_files(index, task_root, &mut items);
 
-    Classification {
+    Ok(Classification {
         items,
         packages,
         listed,
@@ -318,6 +508,75 @@ pub fn classify(index: &FsIndex, base_layers: usize, task_root: &str) -> Classif
         // function runs: then no bytecode counts as stale.
         python_tag: (interpreters.len() == 1)
             .then(|| interpreters.into_iter().next().expect("one")),
+        assets: assets.clone(),
+    })
+}
+
+/// Plain task-root files of a layer below the topmost code-holding one that holds
+/// no source file (e.g. `COPY config/ …` before `COPY handler.py …`) stay below
+/// the code: they become assets.
+fn respect_source_layers(index: &FsIndex, items: &mut [Classified]) {
+    let code_file =
+        |n: &crate::fsindex::Node, c: &Classified| !n.is_dir() && c.class == Class::Code;
+    let Some(top) = index
+        .iter()
+        .zip(items.iter())
+        .filter(|((_, n), c)| code_file(n, c))
+        .map(|((_, n), _)| n.layer)
+        .max()
+    else {
+        return;
+    };
+    let with_source: std::collections::HashSet<u16> = index
+        .iter()
+        .zip(items.iter())
+        .filter(|((_, n), c)| code_file(n, c) && c.reason == Reason::SourceFile)
+        .map(|((_, n), _)| n.layer)
+        .collect();
+    for ((_, n), c) in index.iter().zip(items.iter_mut()) {
+        if code_file(n, c)
+            && c.reason == Reason::TaskRoot
+            && n.layer < top
+            && !with_source.contains(&n.layer)
+        {
+            *c = Classified {
+                class: Class::Assets,
+                reason: Reason::BelowCode(n.layer),
+            };
+        }
+    }
+}
+
+/// A plain task-root directory goes with its files when they are all of one
+/// class other than code (`model/` with the weights), so that a layer of only
+/// model files stays one class and the code layer does not carry its directories.
+fn dirs_follow_files(index: &FsIndex, task_root: &str, items: &mut [Classified]) {
+    // Per directory: the one class of its files so far, or None once mixed.
+    let mut seen: HashMap<&str, Option<Class>> = HashMap::new();
+    for ((path, n), c) in index.iter().zip(items.iter()) {
+        if n.is_dir() || !under(path, task_root) {
+            continue;
+        }
+        let mut d = parent(path);
+        while under(d, task_root) && d != task_root {
+            let e = seen.entry(d).or_insert(Some(c.class));
+            if *e != Some(c.class) {
+                *e = None;
+            }
+            d = parent(d);
+        }
+    }
+    for ((path, n), c) in index.iter().zip(items.iter_mut()) {
+        if n.is_dir()
+            && c.reason == Reason::TaskRoot
+            && let Some(Some(class)) = seen.get(path)
+            && *class != Class::Code
+        {
+            *c = Classified {
+                class: *class,
+                reason: Reason::Holds,
+            };
+        }
     }
 }
 
@@ -422,6 +681,107 @@ mod tests {
             ("python_dateutil".into(), "2.9.0.post0".into())
         );
         assert_eq!(normalize_dist_name("Python_Dateutil"), "python-dateutil");
+    }
+
+    #[test]
+    fn asset_rules() {
+        let opts = AssetOptions {
+            threshold: 4 << 20,
+            globs: vec!["/var/task/data/**".into()],
+        };
+        let m = AssetMatcher::new(&opts).unwrap();
+        let r = |p: &str, size: u64| m.reason(p, size);
+        assert_eq!(
+            r("var/task/model/weights.bin", 10),
+            Some(Reason::AssetExtension)
+        );
+        assert_eq!(
+            r("var/task/m.SafeTensors", 10),
+            Some(Reason::AssetExtension)
+        );
+        assert_eq!(r("var/task/big.json", 4 << 20), Some(Reason::AssetSize));
+        assert_eq!(r("var/task/small.json", (4 << 20) - 1), None);
+        // A big source file stays code: it changes with the code.
+        assert_eq!(
+            r("var/task/generated.py", 50 << 20),
+            Some(Reason::SourceFile)
+        );
+        assert_eq!(r("var/task/bootstrap", 30 << 20), Some(Reason::SourceFile));
+        assert_eq!(
+            r("var/task/data/lookup.json", 1),
+            Some(Reason::AssetGlob(0))
+        );
+        assert_eq!(r("var/task/.bin", 1), None, "a dot file has no extension");
+        assert!(matches!(
+            AssetMatcher::new(&AssetOptions {
+                threshold: 1,
+                globs: vec!["/a/[".into()]
+            }),
+            Err(crate::error::Error::Usage(_))
+        ));
+    }
+
+    /// The source's layering decides for plain task-root files: a layer of
+    /// config files below the code's layer stays below it (assets), and a model
+    /// directory goes with its files.
+    #[test]
+    fn layering_and_directories() {
+        use crate::layer::{Entry, EntryKind, Meta};
+        let e = |path: &str, kind: EntryKind, size: u64| Entry {
+            path: path.into(),
+            kind,
+            meta: Meta::default(),
+            size,
+            data_offset: 0,
+            content_hash: None,
+            captured: None,
+            sparse: false,
+        };
+        let dir = |p: &str| e(p, EntryKind::Dir, 0);
+        let file = |p: &str, size| e(p, EntryKind::File, size);
+        let mut ix = FsIndex::new();
+        ix.apply(vec![dir("var"), dir("var/task")], "base").unwrap();
+        ix.apply(
+            vec![dir("var/task/config"), file("var/task/config/app.json", 10)],
+            "config",
+        )
+        .unwrap();
+        ix.apply(
+            vec![dir("var/task/model"), file("var/task/model/w", 10 << 20)],
+            "model",
+        )
+        .unwrap();
+        ix.apply(
+            vec![
+                file("var/task/handler.py", 100),
+                file("var/task/settings.json", 10),
+            ],
+            "code",
+        )
+        .unwrap();
+        ix.finish();
+        let c = classify(&ix, 1, "var/task", &AssetOptions::default()).unwrap();
+        let got: HashMap<&str, (Class, Reason)> = ix
+            .iter()
+            .zip(&c.items)
+            .map(|((p, _), c)| (p, (c.class, c.reason)))
+            .collect();
+        assert_eq!(
+            got["var/task/config/app.json"],
+            (Class::Assets, Reason::BelowCode(1))
+        );
+        assert_eq!(got["var/task/config"], (Class::Assets, Reason::Holds));
+        assert_eq!(got["var/task/model/w"], (Class::Assets, Reason::AssetSize));
+        assert_eq!(got["var/task/model"], (Class::Assets, Reason::Holds));
+        // In the code's own layer, a small non-source file is code.
+        assert_eq!(
+            got["var/task/settings.json"],
+            (Class::Code, Reason::TaskRoot)
+        );
+        assert_eq!(
+            got["var/task/handler.py"],
+            (Class::Code, Reason::SourceFile)
+        );
     }
 
     #[test]

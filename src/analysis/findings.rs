@@ -76,6 +76,10 @@ pub const CATALOG: &[(&str, &str)] = &[
         "the function code is large for a layer that changes on every deploy",
     ),
     (
+        "assets-with-code",
+        "model or data files share a layer with the code: every deploy re-uploads them",
+    ),
+    (
         "x86-64",
         "x86_64 image; arm64 (Graviton) costs less per GB-second",
     ),
@@ -269,6 +273,26 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
             ),
         );
     }
+    let mixed: Vec<usize> = layers_with(a, Class::Assets)
+        .into_iter()
+        .filter(|l| code_layers.contains(l))
+        .collect();
+    if !mixed.is_empty() {
+        let bytes: u64 = mixed
+            .iter()
+            .filter_map(|&l| a.layers[l].classes.get(&Class::Assets))
+            .map(|c| c.bytes)
+            .sum();
+        push(
+            "assets-with-code",
+            Severity::Warning,
+            format!(
+                "{} of model/data files share layer(s) {} with the code: every deploy re-uploads them (optimize gives them their own layer)",
+                mb(bytes),
+                list(&mixed)
+            ),
+        );
+    }
     if a.image.platform.architecture == "amd64" {
         push(
             "x86-64",
@@ -278,6 +302,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
         );
     }
     let function = a.class_totals(Class::Code).bytes
+        + a.class_totals(Class::Assets).bytes
         + a.class_totals(Class::Deps).bytes
         + a.class_totals(Class::System).bytes;
     if a.base.is_some() && function < ZIP_THRESHOLD {

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::fsindex::{Count, FsIndex, LayerChanges};
 use crate::image::resolve::ResolvedImage;
 use crate::image::{Compression, Descriptor};
-use crate::layer::{LayerListing, ReadOptions, read_layer};
+use crate::layer::{Entry, EntryKind, LayerListing, ReadOptions, read_layer};
 use crate::transport::Source;
 use crate::ui;
 
@@ -26,6 +26,8 @@ pub use strip::{Profile, StripOptions, StripPlan};
 #[derive(Clone)]
 pub struct AnalyzeOptions {
     pub strip: StripOptions,
+    /// Which task-root files are assets rather than code.
+    pub assets: classify::AssetOptions,
     /// Layers read at the same time.
     pub jobs: usize,
     pub read: ReadOptions,
@@ -37,18 +39,27 @@ pub struct AnalyzeOptions {
     /// Use the cache for the matched base layers only (optimize: the layers it
     /// rewrites must be read, hashed and spooled; the base's need not).
     pub cache_base_only: bool,
+    /// With `cache_base_only`: also read upper layers through the cache (hashed
+    /// and spooled when read; a cached listing comes without a spool).
+    pub cache_upper: bool,
+    /// Keep the entries of upper layers that could go into the output unchanged
+    /// (gzip, no hard links, no whiteouts): optimize checks and verifies them.
+    pub keep_layer_entries: bool,
 }
 
 impl Default for AnalyzeOptions {
     fn default() -> Self {
         AnalyzeOptions {
             strip: StripOptions::default(),
+            assets: classify::AssetOptions::default(),
             jobs: 2,
             read: ReadOptions::default(),
             spool_dir: None,
             max_image_bytes: 64 << 30,
             layer_cache: None,
             cache_base_only: false,
+            cache_upper: false,
+            keep_layer_entries: false,
         }
     }
 }
@@ -65,6 +76,9 @@ pub struct LayerInfo {
     /// Final files this layer provides, by class.
     pub classes: BTreeMap<Class, Count>,
     pub spool: Option<tempfile::TempPath>,
+    /// The layer's own entries, when it may pass into the output unchanged
+    /// (see [`AnalyzeOptions::keep_layer_entries`]).
+    pub entries: Option<Vec<crate::layer::Entry>>,
 }
 
 pub struct Analysis {
@@ -113,13 +127,17 @@ impl Analysis {
     }
 }
 
+/// The final index, the listings, the base's index and the kept entries of
+/// pass-through candidates.
+type ReadAll = (FsIndex, Vec<LayerListing>, FsIndex, Vec<Option<Vec<Entry>>>);
+
 /// Read every layer of `image` (several at once, applied in order) into an index.
 fn read_all(
     source: &dyn Source,
     image: &ResolvedImage,
     opts: &AnalyzeOptions,
     base_count: usize,
-) -> Result<(FsIndex, Vec<LayerListing>, FsIndex)> {
+) -> Result<ReadAll> {
     let layers = &image.parsed.layers;
     let diff_ids = &image.config.rootfs.diff_ids;
     let n = layers.len();
@@ -131,6 +149,7 @@ fn read_all(
     let mut index = FsIndex::new();
     let mut listings: Vec<LayerListing> = Vec::with_capacity(n);
     let mut base_index = FsIndex::new();
+    let mut kept: Vec<Option<Vec<Entry>>> = Vec::with_capacity(n);
     let mut total_uncompressed = 0u64;
     let mut total_entries = 0usize;
 
@@ -170,10 +189,10 @@ fn read_all(
                     let cached = opts
                         .layer_cache
                         .as_ref()
-                        .filter(|_| !opts.cache_base_only || i < base_count);
+                        .filter(|_| !opts.cache_base_only || opts.cache_upper || i < base_count);
                     let r = match cached {
                         Some(cache) => {
-                            if opts.cache_base_only {
+                            if opts.cache_base_only && i < base_count {
                                 // Base files are never rewritten: their contents need no hash.
                                 ro.hash_contents = false;
                             }
@@ -226,6 +245,12 @@ fn read_all(
                     ));
                 }
                 let entries = std::mem::take(&mut listing.entries);
+                kept.push(
+                    (opts.keep_layer_entries
+                        && next_apply >= base_count
+                        && may_pass_through(&listing, &entries))
+                    .then(|| entries.clone()),
+                );
                 if let Err(e) = index.apply(
                     entries,
                     &format!(
@@ -251,7 +276,19 @@ fn read_all(
         return Err(Error::invalid(&image.reference, "not every layer was read"));
     }
     index.finish();
-    Ok((index, listings, base_index))
+    Ok((index, listings, base_index, kept))
+}
+
+/// The cheap half of the pass-through test, on a layer's own entries: gzip, no
+/// hard links, whiteouts or opaque markers (the rest needs the final filesystem).
+fn may_pass_through(listing: &LayerListing, entries: &[Entry]) -> bool {
+    listing.compression == Compression::Gzip
+        && entries.iter().all(|e| {
+            !matches!(
+                e.kind,
+                EntryKind::Hardlink(_) | EntryKind::Whiteout | EntryKind::Opaque
+            ) && !e.sparse
+        })
 }
 
 /// Analyze a resolved image.
@@ -270,7 +307,7 @@ pub fn analyze(
         ..opts.clone()
     };
     let started = std::time::Instant::now();
-    let (index, listings, base_index) = read_all(source, &image, &opts, base_count)?;
+    let (index, listings, base_index, mut kept) = read_all(source, &image, &opts, base_count)?;
     ui::trace(|| {
         format!(
             "read {} layers ({} paths) in {:.2}s",
@@ -282,7 +319,7 @@ pub fn analyze(
 
     let started = std::time::Instant::now();
     let task_root = classify::task_root(image.config.env("LAMBDA_TASK_ROOT"));
-    let classes = classify::classify(&index, base_count, &task_root);
+    let classes = classify::classify(&index, base_count, &task_root, &opts.assets)?;
     let strip = strip::plan(&index, &classes, &opts.strip, &base_index)?;
     ui::trace(|| {
         format!(
@@ -310,6 +347,7 @@ pub fn analyze(
             changes: index.layers[i].clone(),
             classes: BTreeMap::new(),
             spool: l.spool,
+            entries: kept[i].take(),
         })
         .collect();
     let mut seen = std::collections::HashSet::new();

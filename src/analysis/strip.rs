@@ -32,8 +32,9 @@ pub struct Rule {
     pub globs: &'static [&'static str],
 }
 
-const NON_BASE: &[Class] = &[Class::System, Class::Deps, Class::Code];
-const PACKAGES_AND_CODE: &[Class] = &[Class::Deps, Class::Code];
+const NON_BASE: &[Class] = &[Class::System, Class::Deps, Class::Assets, Class::Code];
+// Assets are task-root files too: a test's data file goes with its test suite.
+const PACKAGES_AND_CODE: &[Class] = &[Class::Deps, Class::Assets, Class::Code];
 
 /// The built-in rules, in priority order (the first that matches names the removal).
 pub const RULES: &[Rule] = &[
@@ -187,7 +188,7 @@ pub const RULES: &[Rule] = &[
         id: "tests",
         reason: "test suites shipped inside packages and the function's own tests are not run in Lambda",
         profile: Profile::Safe,
-        classes: &[Class::Code],
+        classes: &[Class::Code, Class::Assets],
         // pytest's file convention; not `*_test.py`, which runtime modules use
         // (`ab_test.py`).
         globs: &["**/test_*.py", "**/test/**", "**/test"],
@@ -803,7 +804,7 @@ mod link_tests {
         let base = ix.clone();
         ix.apply(upper, "app").unwrap();
         ix.finish();
-        let classes = classify(&ix, 1, "var/task");
+        let classes = classify(&ix, 1, "var/task", &Default::default()).unwrap();
         let plan = plan(&ix, &classes, &StripOptions::default(), &base).unwrap();
         (ix, plan)
     }

@@ -66,6 +66,10 @@ pub fn analyze_options(read: &ReadArgs, strip: &StripArgs) -> AnalyzeOptions {
             strip: strip.strip.clone(),
             keep: strip.keep.clone(),
         },
+        assets: crate::analysis::classify::AssetOptions {
+            threshold: strip.assets_threshold,
+            globs: strip.assets.clone(),
+        },
         jobs: read.jobs,
         read: ReadOptions {
             max_layer_bytes: read.max_layer_size,

@@ -14,10 +14,9 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::resolve::resolve;
 use crate::image::{Compression, Descriptor, MediaType};
-use crate::layer::LayerListing;
 use crate::layer::ReadOptions;
-use crate::plan::Plan;
-use crate::plan::verify::{compare_with_source, read_back};
+use crate::plan::verify::compare_with_source;
+use crate::plan::{OutputLayer, Plan, PlanOptions};
 use crate::reference::ImageRef;
 use crate::report::{
     Destination, NewLayerRow, OptimizeSection, PushStats, RemovedPath, Report, Totals,
@@ -25,7 +24,9 @@ use crate::report::{
 use crate::transport::{self, BlobContent, BlobOutcome, Sink, Source};
 use crate::ui;
 use crate::writer::image::{config_bytes, manifest};
-use crate::writer::rewrite::{Encoding, Spools, Written, write_layer};
+use crate::writer::memo::{KEYS_LABEL, MemoCache, RecordedKeys, keys_label};
+use crate::writer::output::{Io, Memos, OutLayer, Settings, lookup, produce_all};
+use crate::writer::rewrite::Spools;
 
 pub const SOURCE_DIGEST_LABEL: &str = "dev.coldpress.source.digest";
 pub const VERSION_LABEL: &str = "dev.coldpress.version";
@@ -69,18 +70,28 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     let mut opts = super::analyze_options(&args.read, &args.strip);
     opts.read.hash_contents = true;
     opts.spool_dir = Some(work.path().to_path_buf());
-    // The base is the same from build to build: its listing is read once.
+    // The base is the same from build to build, and so are most upper layers of a
+    // redeploy: each listing is read once; a layer is spooled again only when a
+    // layer that must be written needs its bytes.
+    let cache_dir = args
+        .base
+        .cache_dir
+        .clone()
+        .or_else(crate::catalog::default_cache_dir);
     opts.layer_cache = Some(std::sync::Arc::new(crate::layer::cache::LayerCache::new(
-        args.base
-            .cache_dir
-            .clone()
-            .or_else(crate::catalog::default_cache_dir)
-            .map(|c| c.join("layers")),
+        cache_dir.as_ref().map(|c| c.join("layers")),
     )?));
     opts.cache_base_only = true;
+    opts.cache_upper = true;
+    opts.keep_layer_entries = true;
     let started = std::time::Instant::now();
     let a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
-    let plan = Plan::new(&a);
+    let plan = Plan::with_options(
+        &a,
+        PlanOptions {
+            pass_through: compression == Compression::Gzip,
+        },
+    );
     ui::trace(|| {
         format!(
             "analyzed and spooled in {:.2}s",
@@ -103,8 +114,40 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         return thresholds(args, &report);
     }
 
-    let spools = spools(&a, &plan, source.as_ref(), work.path())?;
+    let settings = Settings {
+        compression,
+        level: args.compression_level,
+        jobs: args.read.jobs,
+        docker,
+        verify: !args.no_verify,
+    };
+    let reuse_ref = reuse_from(args, &dst)?;
+    let reuse_source = reuse_ref
+        .as_ref()
+        .and_then(|r| previous_output(r, &topts, args.read.platform.as_ref()));
+    let memos = Memos {
+        cache: MemoCache::new(cache_dir.as_ref().map(|c| c.join("outputs"))),
+        reuse: reuse_source
+            .as_ref()
+            .map(|(s, keys)| (s.as_ref() as &dyn Source, keys.clone())),
+    };
     let sink = transport::open_sink(&dst, &topts)?;
+    let mut found = lookup(&a, &plan, settings, &memos, sink.as_ref())?;
+    if !args.smoke.smoke.is_empty() {
+        // The smoke run runs the bytes about to be tagged: every new layer is built
+        // here rather than reused from where an earlier run left it (the keys stay).
+        for f in &mut found {
+            f.1 = None;
+        }
+    }
+    let memoized: Vec<Class> = plan
+        .outputs
+        .iter()
+        .zip(&found)
+        .filter(|(_, (_, hit))| hit.is_some())
+        .map(|(o, _)| o.class())
+        .collect();
+    let spools = spools(&a, &plan, &memoized, source.as_ref(), work.path())?;
     let base_source = base_blob_source(&a, &topts)?;
     let base_src: &dyn Source = base_source.as_deref().unwrap_or(source.as_ref());
     let base_descs = base_descriptors(&a, docker);
@@ -115,19 +158,18 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     let phase = std::time::Instant::now();
     let (produced, base_outcomes) = std::thread::scope(|s| {
         let base = s.spawn(|| copy_blobs(sink.as_ref(), &base_descs, base_src, 2));
-        let produced = write_all(
+        let produced = produce_all(
             &a,
             &plan,
             &spools,
             work.path(),
-            WriteSettings {
-                compression,
-                level: args.compression_level,
-                jobs: args.read.jobs,
-                docker,
-                verify: !args.no_verify,
+            settings,
+            Io {
+                source: source.as_ref(),
+                sink: sink.as_ref(),
+                memos: &memos,
             },
-            sink.as_ref(),
+            found,
         );
         (produced, base.join().expect("blob transfers do not panic"))
     });
@@ -145,11 +187,9 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     let mut descs = base_descs.clone();
     for p in produced {
         outcomes.push(p.outcome);
-        if let Some(l) = p.read_back {
-            back.push((format!("new {} layer", p.written.class.as_str()), l));
-        }
-        descs.push(p.desc);
-        written.push(p.written);
+        back.extend(p.read_back);
+        descs.push(p.layer.desc.clone());
+        written.push(p.layer);
     }
     if !args.no_verify {
         let phase = std::time::Instant::now();
@@ -158,6 +198,7 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     }
 
     let config = rewrite_config(&a, &written)?;
+    drop(reuse_source);
     let config: Arc<[u8]> = config.into();
     let config_desc = Descriptor::new(
         if docker {
@@ -177,6 +218,16 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
 
     section.new_layers = layer_rows(&a, &descs, &written);
     section.after = after_totals(&a, &plan, &section.new_layers);
+    let redeploy = crate::report::redeploy(&a, &section.new_layers);
+    let nw = crate::report::never_worse(&a, &section.after, &section.new_layers, &redeploy);
+    for c in nw.checks.iter().filter(|c| !c.ok) {
+        ui::warn(&format!(
+            "the output is worse than the source on {}: {} bytes, the source {}",
+            c.id, c.output, c.source
+        ));
+    }
+    section.redeploy = Some(redeploy);
+    section.never_worse = Some(nw);
     report.optimize = Some(section.clone());
     // Gates come before anything is tagged.
     thresholds(args, &report).inspect_err(|_| {
@@ -247,16 +298,17 @@ fn removed_section(a: &Analysis, plan: &Plan) -> crate::report::Removed {
     }
 }
 
-/// Spools for every source layer whose content a new layer needs. Non-base layers
-/// were spooled while analyzing; a base layer is read again only when a kept
-/// hard link in an upper layer points into it.
+/// Spools for every source layer whose content a layer to write needs. Layers
+/// read while analyzing were spooled then; one whose listing came from the
+/// cache (a base layer a kept hard link points into, an upper layer unchanged
+/// since an earlier run) is read again only if a layer to write needs it.
 fn spools(
     a: &Analysis,
     plan: &Plan,
+    memoized: &[Class],
     source: &dyn Source,
     work: &std::path::Path,
 ) -> Result<Spools> {
-    let base_count = a.base_layer_count();
     let mut files: Vec<Option<std::fs::File>> = Vec::with_capacity(a.layers.len());
     for l in &a.layers {
         files.push(match &l.spool {
@@ -265,12 +317,14 @@ fn spools(
         });
     }
     let mut needed = std::collections::BTreeSet::new();
-    for ((_, n), p) in a.index.iter().zip(&plan.placement) {
-        if p.is_some()
+    for (((_, n), p), passed) in a.index.iter().zip(&plan.placement).zip(&plan.passed) {
+        if let Some(class) = p
+            && !passed
+            && !memoized.contains(class)
             && let Some(c) = n.content
         {
             let layer = a.index.content(c).layer as usize;
-            if layer < base_count {
+            if files[layer].is_none() {
                 needed.insert(layer);
             }
         }
@@ -294,63 +348,6 @@ fn spools(
     // The files stay open; the paths may go.
     drop(keep);
     Ok(Spools { files })
-}
-
-#[derive(Clone, Copy)]
-struct WriteSettings {
-    compression: Compression,
-    level: Option<i32>,
-    jobs: usize,
-    docker: bool,
-    verify: bool,
-}
-
-/// One new layer: written, read back (when verifying), and stored in the sink.
-struct Produced {
-    written: Written,
-    desc: Descriptor,
-    read_back: Option<LayerListing>,
-    outcome: BlobOutcome,
-}
-
-/// Write the new layers (several at once); read each back as soon as it is
-/// written and hand it to the sink.
-fn write_all(
-    a: &Analysis,
-    plan: &Plan,
-    spools: &Spools,
-    work: &std::path::Path,
-    w: WriteSettings,
-    sink: &dyn Sink,
-) -> Result<Vec<Produced>> {
-    let encoding = Encoding {
-        compression: w.compression,
-        level: w.level,
-        threads: w.jobs,
-    };
-    crate::parallel::map(&plan.layers, w.jobs, |class| {
-        let written = write_layer(a, plan, *class, spools, work, encoding)?;
-        let desc = Descriptor::new(
-            written.layer.media_type(w.docker),
-            written.layer.digest.clone(),
-            written.layer.size,
-        );
-        let read_back = if w.verify {
-            Some(read_back(&desc, &written)?)
-        } else {
-            None
-        };
-        let path = written.layer.path.to_path_buf();
-        let outcome = sink.put_blob(&desc, &path as &dyn BlobContent)?;
-        Ok(Produced {
-            written,
-            desc,
-            read_back,
-            outcome,
-        })
-    })
-    .into_iter()
-    .collect()
 }
 
 /// The base image's own blobs: the source's when it carries them unchanged,
@@ -407,7 +404,7 @@ fn class_name(c: Class) -> &'static str {
     c.as_str()
 }
 
-fn rewrite_config(a: &Analysis, written: &[Written]) -> Result<Vec<u8>> {
+fn rewrite_config(a: &Analysis, written: &[OutLayer]) -> Result<Vec<u8>> {
     let what = "the source config";
     let mut cfg: Value =
         serde_json::from_slice(&a.image.config_bytes).map_err(|e| Error::invalid(what, e))?;
@@ -421,7 +418,7 @@ fn rewrite_config(a: &Analysis, written: &[Written]) -> Result<Vec<u8>> {
         .iter()
         .map(|d| json!(d.to_string()))
         .collect();
-    diff_ids.extend(written.iter().map(|w| json!(w.layer.diff_id.to_string())));
+    diff_ids.extend(written.iter().map(|w| json!(w.diff_id.to_string())));
     let rootfs = obj
         .entry("rootfs")
         .or_insert_with(|| json!({"type": "layers"}));
@@ -458,12 +455,18 @@ fn rewrite_config(a: &Analysis, written: &[Written]) -> Result<Vec<u8>> {
         if let Some(c) = &created {
             h.insert("created".into(), c.clone());
         }
+        let how = match w.origin {
+            crate::writer::output::Origin::PassedThrough(n) => {
+                format!(", source layer {n} unchanged")
+            }
+            _ => String::new(),
+        };
         h.insert(
             "created_by".into(),
             json!(format!(
-                "coldpress optimize: {} layer ({} entries)",
+                "coldpress optimize: {} layer ({} entries{how})",
                 class_name(w.class),
-                w.layer.entries
+                w.entries
             )),
         );
         h.insert(
@@ -498,10 +501,19 @@ fn rewrite_config(a: &Analysis, written: &[Written]) -> Result<Vec<u8>> {
         json!(a.image.manifest.digest.to_string()),
     );
     labels.insert(VERSION_LABEL.into(), json!(env!("CARGO_PKG_VERSION")));
+    let keys: Vec<(String, Digest)> = written
+        .iter()
+        .filter_map(|w| Some((w.key.clone()?, w.desc.digest.clone())))
+        .collect();
+    if keys.is_empty() {
+        labels.remove(KEYS_LABEL);
+    } else {
+        labels.insert(KEYS_LABEL.into(), json!(keys_label(&keys)));
+    }
     Ok(config_bytes(&cfg))
 }
 
-fn layer_rows(a: &Analysis, descs: &[Descriptor], written: &[Written]) -> Vec<NewLayerRow> {
+fn layer_rows(a: &Analysis, descs: &[Descriptor], written: &[OutLayer]) -> Vec<NewLayerRow> {
     let base_count = a.base_layer_count();
     let mut rows = Vec::new();
     for (i, d) in descs.iter().enumerate() {
@@ -523,13 +535,14 @@ fn layer_rows(a: &Analysis, descs: &[Descriptor], written: &[Written]) -> Vec<Ne
                 index: i,
                 role: class_name(w.class).into(),
                 digest: d.digest.to_string(),
-                diff_id: w.layer.diff_id.to_string(),
+                diff_id: w.diff_id.to_string(),
                 media_type: d.media_type.to_string(),
-                compressed_bytes: w.layer.size,
-                uncompressed_bytes: w.layer.uncompressed_size,
-                entries: w.layer.entries,
+                compressed_bytes: w.desc.size,
+                uncompressed_bytes: w.uncompressed_size,
+                entries: w.entries,
                 hardlink_copy_bytes: w.hardlink_copy_bytes,
                 whiteouts: w.whiteouts,
+                origin: w.origin.as_str().into(),
                 transfer: String::new(),
             });
         }
@@ -553,11 +566,27 @@ fn planned_layers(a: &Analysis, plan: &Plan) -> Vec<NewLayerRow> {
             ..NewLayerRow::default()
         })
         .collect();
-    for (k, class) in plan.layers.iter().enumerate() {
+    for (k, out) in plan.outputs.iter().enumerate() {
+        let class = out.class();
+        if let OutputLayer::Source { layer, .. } = *out {
+            let l = &a.layers[layer];
+            rows.push(NewLayerRow {
+                index: base_count + k,
+                role: class.as_str().into(),
+                digest: l.descriptor.digest.to_string(),
+                diff_id: l.diff_id.to_string(),
+                compressed_bytes: l.descriptor.size,
+                uncompressed_bytes: l.uncompressed_size,
+                entries: l.changes.entries,
+                origin: "passed-through".into(),
+                ..NewLayerRow::default()
+            });
+            continue;
+        }
         let mut entries = 0;
         let mut bytes = 0;
-        for ((_, n), p) in a.index.iter().zip(&plan.placement) {
-            if *p == Some(*class) {
+        for (((_, n), p), passed) in a.index.iter().zip(&plan.placement).zip(&plan.passed) {
+            if *p == Some(class) && !passed {
                 entries += 1;
                 bytes += a.index.size_of(n);
             }
@@ -567,7 +596,8 @@ fn planned_layers(a: &Analysis, plan: &Plan) -> Vec<NewLayerRow> {
             role: class.as_str().into(),
             entries,
             uncompressed_bytes: bytes,
-            whiteouts: plan.whiteouts.iter().filter(|(_, c)| c == class).count() as u64,
+            whiteouts: plan.whiteouts.iter().filter(|(_, c)| *c == class).count() as u64,
+            origin: "written".into(),
             ..NewLayerRow::default()
         });
     }
@@ -642,4 +672,41 @@ fn copy_blobs(
     crate::parallel::map(descs, parallel, |d| sink.copy_blob(d, from))
         .into_iter()
         .collect()
+}
+
+/// The image whose recorded layer keys a run may reuse: `--reuse-from`, else
+/// the destination (what its tag points to now), unless `--no-reuse`.
+fn reuse_from(args: &OptimizeArgs, dst: &ImageRef) -> Result<Option<ImageRef>> {
+    if args.no_reuse {
+        return Ok(None);
+    }
+    match &args.reuse_from {
+        Some(r) => Ok(Some(ImageRef::parse(r)?)),
+        // A docker archive is rewritten whole: there is nothing to reuse from it.
+        None => Ok((!matches!(dst, ImageRef::DockerArchive { .. })).then(|| dst.clone())),
+    }
+}
+
+/// The earlier output and the layer keys it records; `None` (with a note when
+/// something other than absence is wrong) when there is none to use.
+fn previous_output(
+    r: &ImageRef,
+    topts: &transport::TransportOptions,
+    platform: Option<&crate::image::Platform>,
+) -> Option<(Box<dyn Source>, RecordedKeys)> {
+    let found = transport::open_source(r, topts).and_then(|s| {
+        let image = resolve(s.as_ref(), platform)?;
+        Ok((s, image))
+    });
+    match found {
+        Ok((s, image)) => {
+            let keys = crate::writer::memo::recorded_keys(&image);
+            ui::trace(|| format!("{} records {} layer keys", image.reference, keys.len()));
+            Some((s, keys))
+        }
+        Err(e) => {
+            ui::trace(|| format!("nothing to reuse from {}: {e}", r));
+            None
+        }
+    }
 }

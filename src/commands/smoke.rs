@@ -6,15 +6,15 @@ use std::time::Duration;
 use crate::analysis::Analysis;
 use crate::cli::{Format, SmokeArgs, SmokeGateArgs};
 use crate::error::{Error, Result};
-use crate::image::ImageConfig;
 use crate::image::resolve::resolve;
+use crate::image::{Compression, ImageConfig};
 use crate::layer::ReadOptions;
 use crate::reference::ImageRef;
 use crate::report::{Report, render_smoke_markdown, render_smoke_text};
 use crate::smoke::materialise::LayerStream;
 use crate::smoke::{ImageUnderTest, SmokeOptions, SmokeSection, load_events};
 use crate::transport::{self, Source};
-use crate::writer::rewrite::Written;
+use crate::writer::output::{Origin, OutLayer};
 
 /// The run's directory under the per-user work root, so a killed smoke run's
 /// materialised trees are swept by the next run (src/workdir.rs).
@@ -110,7 +110,7 @@ pub fn gate(
     args: &SmokeGateArgs,
     a: &Analysis,
     source: &dyn Source,
-    written: &[Written],
+    written: &[OutLayer],
     output_config: &[u8],
     work: &Path,
     report: &mut Report,
@@ -163,11 +163,24 @@ pub fn gate(
         .map(|(i, p)| LayerStream::spool(p.clone(), what(i)))
         .collect();
     for w in written {
-        out_layers.push(LayerStream::compressed_file(
-            w.layer.path.to_path_buf(),
-            w.layer.compression,
-            format!("the new {} layer", w.class.as_str()),
-        ));
+        let what = format!("the new {} layer", w.class.as_str());
+        out_layers.push(match (w.origin, &w.file) {
+            (Origin::PassedThrough(n), _) => LayerStream::spool(spools[n].clone(), what),
+            (_, Some(file)) => LayerStream::compressed_file(
+                file.to_path_buf(),
+                w.desc
+                    .media_type
+                    .layer_compression()
+                    .unwrap_or(Compression::Gzip),
+                what,
+            ),
+            // optimize builds every layer when smoking (no memoized layer is reused).
+            (_, None) => {
+                return Err(Error::Smoke(format!(
+                    "{what} was not written in this run, so it cannot be smoke-tested"
+                )));
+            }
+        });
     }
     let section = crate::smoke::smoke_pair(
         ImageUnderTest {

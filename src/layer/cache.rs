@@ -130,6 +130,11 @@ impl LayerCache {
         let _held = lock.lock().expect("not poisoned");
         if let Some(l) = self.load(&desc.digest)
             && &l.diff_id == diff_id
+            // A listing stored without content hashes cannot serve a reader that needs them.
+            && (!opts.hash_contents
+                || l.entries
+                    .iter()
+                    .all(|e| e.kind != super::EntryKind::File || e.content_hash.is_some()))
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(l);

@@ -1,6 +1,7 @@
-//! The rewrite plan: which new layer (`system`, `deps`, `code`) each kept path goes
-//! to, which base paths need a whiteout (deletions the source made, kept as they
-//! were), and which paths are removed and why.
+//! The rewrite plan: which new layer (`system`, `deps`, `assets`, `code`) each kept
+//! path goes to, which base paths need a whiteout (deletions the source made, kept
+//! as they were), which paths are removed and why, and which source layers go into
+//! the output unchanged (pass-through: same blob, no recompression, no upload).
 
 use std::collections::HashMap;
 
@@ -15,7 +16,7 @@ use crate::layer::Meta;
 use crate::layer::entry::parent;
 
 /// The classes that get a layer of their own, in output order: code last.
-pub const LAYER_ORDER: [Class; 3] = [Class::System, Class::Deps, Class::Code];
+pub const LAYER_ORDER: [Class; 4] = [Class::System, Class::Deps, Class::Assets, Class::Code];
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Removal {
@@ -24,10 +25,39 @@ pub struct Removal {
     pub bytes: u64,
 }
 
+/// One layer of the output above the base, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputLayer {
+    /// Written by coldpress from the placed paths of a class.
+    Written(Class),
+    /// Source layer `layer`, unchanged: all of it is `class`.
+    Source { layer: usize, class: Class },
+}
+
+impl OutputLayer {
+    pub fn class(self) -> Class {
+        match self {
+            OutputLayer::Written(c) | OutputLayer::Source { class: c, .. } => c,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlanOptions {
+    /// Let qualifying source layers through unchanged (gzip output only: a
+    /// pass-through layer keeps its own compression).
+    pub pass_through: bool,
+}
+
 pub struct Plan {
     /// Aligned with `FsIndex::iter()`: the new layer a path goes to; `None` for
     /// paths the base provides and for removed paths.
     pub placement: Vec<Option<Class>>,
+    /// Aligned with `placement`: the path comes with a pass-through layer, so no
+    /// written layer carries it.
+    pub passed: Vec<bool>,
+    /// Every output layer above the base, in order.
+    pub outputs: Vec<OutputLayer>,
     /// Base paths the source's upper layers deleted, by the layer that deletes them again.
     pub whiteouts: Vec<(String, Class)>,
     /// Classes with something to write, in output order.
@@ -39,6 +69,10 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(a: &Analysis) -> Plan {
+        Self::with_options(a, PlanOptions::default())
+    }
+
+    pub fn with_options(a: &Analysis, opts: PlanOptions) -> Plan {
         let base_count = a.base_layer_count();
         let mut placement = Vec::with_capacity(a.index.len());
         let mut removed = Vec::new();
@@ -100,17 +134,51 @@ impl Plan {
             whiteouts.push((path.to_string(), class));
         }
 
-        let layers = LAYER_ORDER
+        let mut passed = vec![false; placement.len()];
+        let sources = if opts.pass_through {
+            pass_through(a, &mut placement, &mut passed, &position)
+        } else {
+            Vec::new()
+        };
+        let layers: Vec<Class> = LAYER_ORDER
             .into_iter()
-            .filter(|c| placement.contains(&Some(*c)) || whiteouts.iter().any(|(_, w)| w == c))
+            .filter(|c| {
+                placement
+                    .iter()
+                    .zip(&passed)
+                    .any(|(p, done)| *p == Some(*c) && !done)
+                    || whiteouts.iter().any(|(_, w)| w == c)
+            })
             .collect();
+        let mut outputs = Vec::new();
+        for c in LAYER_ORDER {
+            outputs.extend(
+                sources
+                    .iter()
+                    .filter(|(_, sc)| *sc == c)
+                    .map(|&(layer, class)| OutputLayer::Source { layer, class }),
+            );
+            if layers.contains(&c) {
+                outputs.push(OutputLayer::Written(c));
+            }
+        }
         Plan {
             placement,
+            passed,
+            outputs,
             whiteouts,
             layers,
             removed,
             position,
         }
+    }
+
+    /// Source layers the output carries unchanged.
+    pub fn passed_layers(&self) -> impl Iterator<Item = (usize, Class)> + '_ {
+        self.outputs.iter().filter_map(|o| match o {
+            OutputLayer::Source { layer, class } => Some((*layer, *class)),
+            OutputLayer::Written(_) => None,
+        })
     }
 
     pub fn class_of(&self, path: &str) -> Option<Class> {
@@ -155,8 +223,8 @@ pub fn items<'a>(a: &'a Analysis, plan: &'a Plan, class: Class) -> Vec<Item<'a>>
     let mut paths = a
         .index
         .iter()
-        .zip(&plan.placement)
-        .filter(|(_, p)| **p == Some(class))
+        .zip(plan.placement.iter().zip(&plan.passed))
+        .filter(|(_, (p, passed))| **p == Some(class) && !**passed)
         .map(|((path, node), _)| Item::Path(path, node))
         .peekable();
     let mut wh = plan
@@ -181,4 +249,105 @@ pub fn items<'a>(a: &'a Analysis, plan: &'a Plan, class: Class) -> Vec<Item<'a>>
         }
     }
     out
+}
+
+/// Which upper source layers can be output layers as they are: every file of the
+/// layer is in the final filesystem as that layer left it, none is stripped, all
+/// are one class; it is gzip, names its parents and has no hard links or
+/// whiteouts (checked while reading, see `AnalyzeOptions::keep_layer_entries`).
+/// Its directories must not undo a later layer's version of them in the output.
+/// Claims the layer's final paths (`passed`) and returns (layer, class) pairs.
+fn pass_through(
+    a: &Analysis,
+    placement: &mut [Option<Class>],
+    passed: &mut [bool],
+    position: &HashMap<String, usize>,
+) -> Vec<(usize, Class)> {
+    let base_count = a.base_layer_count();
+    // First the per-layer test that does not depend on other layers' choices.
+    let mut candidates: Vec<(usize, Class)> = Vec::new();
+    'layer: for (l, info) in a.layers.iter().enumerate().skip(base_count) {
+        let Some(entries) = &info.entries else {
+            continue;
+        };
+        if info.changes.implicit_parents > 0
+            || info.descriptor.media_type.layer_compression()
+                != Some(crate::image::Compression::Gzip)
+        {
+            continue;
+        }
+        let mut class = None;
+        let mut seen = std::collections::HashSet::new();
+        for e in entries
+            .iter()
+            .filter(|e| e.kind != crate::layer::EntryKind::Dir)
+        {
+            let Some(&i) = position.get(&*e.path) else {
+                continue 'layer;
+            };
+            let node = a.index.get(&e.path).expect("positions come from the index");
+            let Some(c) = placement[i] else {
+                continue 'layer; // stripped
+            };
+            if node.layer as usize != l || !seen.insert(i) || class.is_some_and(|k| k != c) {
+                continue 'layer;
+            }
+            class = Some(c);
+        }
+        if let Some(c) = class {
+            candidates.push((l, c));
+        }
+    }
+    // Then the directories, against the placements the candidates make; a
+    // candidate that fails is dropped and the rest checked again.
+    loop {
+        let mut claimed = placement.to_vec();
+        for &(l, c) in &candidates {
+            for e in a.layers[l].entries.iter().flatten() {
+                if let Some(&i) = position.get(&*e.path)
+                    && a.index.get(&e.path).is_some_and(|n| n.layer as usize == l)
+                {
+                    claimed[i] = Some(c);
+                }
+            }
+        }
+        let bad = candidates.iter().position(|&(l, c)| {
+            a.layers[l].entries.iter().flatten().any(|e| {
+                if e.kind != crate::layer::EntryKind::Dir {
+                    return false;
+                }
+                let Some(&i) = position.get(&*e.path) else {
+                    return true;
+                };
+                let node = a.index.get(&e.path).expect("positions come from the index");
+                if !node.is_dir() {
+                    return true;
+                }
+                match claimed[i] {
+                    None => true,
+                    Some(_) if node.layer as usize == l => false,
+                    // A later output layer writes the final version, or ours is it.
+                    Some(d) => d < c && e.meta != node.meta,
+                }
+            })
+        });
+        match bad {
+            Some(k) => {
+                candidates.remove(k);
+            }
+            None => {
+                for &(l, c) in &candidates {
+                    for e in a.layers[l].entries.iter().flatten() {
+                        if let Some(&i) = position.get(&*e.path)
+                            && a.index.get(&e.path).is_some_and(|n| n.layer as usize == l)
+                        {
+                            placement[i] = Some(c);
+                            passed[i] = true;
+                        }
+                    }
+                }
+                return candidates;
+            }
+        }
+    }
 }

@@ -192,6 +192,103 @@ pub struct OptimizeSection {
     pub destination: Destination,
     pub verified: bool,
     pub dry_run: bool,
+    /// What a code-only change would upload, for the source and for the output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redeploy: Option<Redeploy>,
+    /// The output compared with the source on what must never get worse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub never_worse: Option<NeverWorse>,
+}
+
+/// Layer bytes a change to the function's code alone would upload.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Redeploy {
+    pub source: RedeployCost,
+    pub output: RedeployCost,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct RedeployCost {
+    /// Indexes of the layers that change.
+    pub layers: Vec<usize>,
+    pub bytes: u64,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct NeverWorse {
+    /// Every check held.
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Check {
+    /// `cold-start-bytes`, `code-layer-bytes` or `redeploy-bytes`.
+    pub id: &'static str,
+    pub source: u64,
+    pub output: u64,
+    pub ok: bool,
+}
+
+/// A code-only change in the source rebuilds, as Docker's cache works, the
+/// lowest layer holding code and every layer above it. In the output only the
+/// code layers change: every other layer is written deterministically from
+/// content the change does not touch, so its blob is the one already pushed.
+pub fn redeploy(a: &Analysis, rows: &[NewLayerRow]) -> Redeploy {
+    let code_holding = |l: &crate::analysis::LayerInfo| {
+        !l.base && l.classes.get(&Class::Code).is_some_and(|c| c.files > 0)
+    };
+    let source = match a.layers.iter().position(code_holding) {
+        Some(first) => RedeployCost {
+            layers: (first..a.layers.len()).collect(),
+            bytes: a.layers[first..].iter().map(|l| l.descriptor.size).sum(),
+        },
+        None => RedeployCost::default(),
+    };
+    let code_rows: Vec<&NewLayerRow> = rows.iter().filter(|r| r.role == "code").collect();
+    Redeploy {
+        source,
+        output: RedeployCost {
+            layers: code_rows.iter().map(|r| r.index).collect(),
+            bytes: code_rows.iter().map(|r| r.compressed_bytes).sum(),
+        },
+    }
+}
+
+/// The invariants of docs/decisions.md ("Never worse than the source"): cold-start
+/// bytes, the code layer against the source's code-holding layers, and the
+/// redeploy cost.
+pub fn never_worse(a: &Analysis, after: &Totals, rows: &[NewLayerRow], r: &Redeploy) -> NeverWorse {
+    let source_code: u64 = a
+        .layers
+        .iter()
+        .filter(|l| !l.base && l.classes.get(&Class::Code).is_some_and(|c| c.files > 0))
+        .map(|l| l.descriptor.size)
+        .sum();
+    let output_code: u64 = rows
+        .iter()
+        .filter(|r| r.role == "code")
+        .map(|r| r.compressed_bytes)
+        .sum();
+    let check = |id, source, output| Check {
+        id,
+        source,
+        output,
+        ok: output <= source,
+    };
+    let checks = vec![
+        check(
+            "cold-start-bytes",
+            a.cold_start_bytes(),
+            after.cold_start_bytes,
+        ),
+        check("code-layer-bytes", source_code, output_code),
+        check("redeploy-bytes", r.source.bytes, r.output.bytes),
+    ];
+    NeverWorse {
+        ok: checks.iter().all(|c| c.ok),
+        checks,
+    }
 }
 
 #[derive(Serialize, Clone, Debug, Default)]
@@ -212,7 +309,7 @@ pub struct RemovedPath {
 #[derive(Serialize, Clone, Debug, Default)]
 pub struct NewLayerRow {
     pub index: usize,
-    /// `base`, `system`, `deps` or `code`.
+    /// `base`, `system`, `deps`, `assets` or `code`.
     pub role: String,
     pub digest: String,
     pub diff_id: String,
@@ -223,6 +320,10 @@ pub struct NewLayerRow {
     /// Bytes written again because a hard link became a regular file.
     pub hardlink_copy_bytes: u64,
     pub whiteouts: u64,
+    /// `written` (built by coldpress), `passed-through` (a source layer, same
+    /// blob) or `memoized` (an earlier run's identical layer); empty for base layers.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub origin: String,
     /// How the blob reached the destination: uploaded, existed, mounted (empty for dry runs).
     pub transfer: String,
 }
@@ -271,7 +372,13 @@ impl Report {
             wasted_bytes: Some(a.index.wasted_bytes()),
         };
         let mut classes = BTreeMap::new();
-        for c in [Class::Base, Class::System, Class::Deps, Class::Code] {
+        for c in [
+            Class::Base,
+            Class::System,
+            Class::Deps,
+            Class::Assets,
+            Class::Code,
+        ] {
             classes.insert(c, a.class_totals(c));
         }
         let layers = a
@@ -306,7 +413,7 @@ impl Report {
             .filter(|l| !l.base)
             .map(|l| l.uncompressed_size)
             .sum();
-        let function_bytes: u64 = [Class::System, Class::Deps, Class::Code]
+        let function_bytes: u64 = [Class::System, Class::Deps, Class::Assets, Class::Code]
             .iter()
             .map(|c| a.class_totals(*c).bytes)
             .sum();

@@ -34,6 +34,7 @@ fn role(r: &Report, i: usize) -> &'static str {
         "" => "-",
         "system" => "system",
         "deps" => "deps",
+        "assets" => "assets",
         "code" => "code",
         _ => "base",
     }
@@ -242,15 +243,47 @@ fn optimize_text(o: &mut String, r: &Report, opt: &super::OptimizeSection) {
     for l in &opt.new_layers {
         let _ = writeln!(
             o,
-            "    {:>2}  {:<6}  {:<12}  {:>10}  {:>12}  {:>7} entries  {}",
+            "    {:>2}  {:<6}  {:<12}  {:>10}  {:>12}  {:>7} entries  {}{}",
             l.index,
             l.role,
             short(&l.digest),
             hb(l.compressed_bytes),
             hb(l.uncompressed_bytes),
             l.entries,
-            l.transfer
+            l.transfer,
+            if l.origin.is_empty() || l.origin == "written" {
+                String::new()
+            } else {
+                format!(" ({})", l.origin)
+            }
         );
+    }
+    if let Some(r) = &opt.redeploy {
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "  redeploy   a code-only change uploads {} (layers {:?}); the source would upload {} (layers {:?})",
+            hb(r.output.bytes),
+            r.output.layers,
+            hb(r.source.bytes),
+            r.source.layers
+        );
+    }
+    if let Some(nw) = &opt.never_worse {
+        let worse: Vec<String> = nw
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{} ({} vs {})", c.id, hb(c.output), hb(c.source)))
+            .collect();
+        let _ = if worse.is_empty() {
+            writeln!(
+                o,
+                "  never worse than the source: cold-start bytes, code layer, redeploy"
+            )
+        } else {
+            writeln!(o, "  WORSE than the source on {}", worse.join(", "))
+        };
     }
     let p = &opt.push;
     let _ = writeln!(o);

@@ -4,6 +4,8 @@
 
 pub mod image;
 pub mod layer;
+pub mod memo;
+pub mod output;
 pub mod pgzip;
 pub mod rewrite;
 

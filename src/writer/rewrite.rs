@@ -11,7 +11,9 @@ use std::path::Path;
 use super::layer::{LayerWriter, WriteKind, WrittenLayer};
 use crate::analysis::{Analysis, Class};
 use crate::error::{Error, Result};
+use crate::fsindex::Node;
 use crate::image::Compression;
+use crate::layer::Meta;
 use crate::layer::entry::{FileType, parent};
 use crate::plan::{Item, Plan, items};
 
@@ -62,18 +64,24 @@ pub struct Encoding {
     pub threads: usize,
 }
 
-pub fn write_layer(
-    a: &Analysis,
-    plan: &Plan,
+/// One entry of a new layer, in the order it is written.
+pub enum Step<'a> {
+    /// A directory, either placed or a parent of something placed.
+    Dir(&'a str, Meta),
+    Whiteout(&'a str),
+    /// A placed non-directory path.
+    Node(&'a str, &'a Node),
+}
+
+/// Walk the entries of `class`'s new layer exactly as [`write_layer`] writes
+/// them (the memo key hashes the same walk).
+pub fn walk_layer<'a>(
+    a: &'a Analysis,
+    plan: &'a Plan,
     class: Class,
-    spools: &Spools,
-    tmp: &Path,
-    enc: Encoding,
-) -> Result<Written> {
-    let mut w = LayerWriter::create_with_threads(tmp, enc.compression, enc.level, enc.threads)?;
-    let mut emitted: HashSet<String> = HashSet::new();
-    let mut hardlink_copy_bytes = 0;
-    let mut whiteouts = 0;
+    mut f: impl FnMut(Step<'a>) -> Result<()>,
+) -> Result<()> {
+    let mut emitted: HashSet<&'a str> = HashSet::new();
     for item in items(a, plan, class) {
         let path = match &item {
             Item::Path(p, _) | Item::Whiteout(p) => *p,
@@ -86,64 +94,82 @@ pub fn write_layer(
             d = parent(d);
         }
         for dir in missing.into_iter().rev() {
-            w.append(dir, WriteKind::Dir, &plan.parent_meta(a, dir, class))?;
-            emitted.insert(dir.to_string());
+            f(Step::Dir(dir, plan.parent_meta(a, dir, class)))?;
+            emitted.insert(dir);
         }
         match item {
-            Item::Whiteout(p) => {
+            Item::Whiteout(p) => f(Step::Whiteout(p))?,
+            Item::Path(p, n) if n.ftype == FileType::Dir => {
+                f(Step::Dir(p, n.meta.clone()))?;
+                emitted.insert(p);
+            }
+            Item::Path(p, n) => f(Step::Node(p, n))?,
+        }
+    }
+    Ok(())
+}
+
+pub fn write_layer(
+    a: &Analysis,
+    plan: &Plan,
+    class: Class,
+    spools: &Spools,
+    tmp: &Path,
+    enc: Encoding,
+) -> Result<Written> {
+    let mut w = LayerWriter::create_with_threads(tmp, enc.compression, enc.level, enc.threads)?;
+    let mut hardlink_copy_bytes = 0;
+    let mut whiteouts = 0;
+    walk_layer(a, plan, class, |step| {
+        match step {
+            Step::Dir(p, meta) => w.append(p, WriteKind::Dir, &meta)?,
+            Step::Whiteout(p) => {
                 w.append(p, WriteKind::Whiteout, &Default::default())?;
                 whiteouts += 1;
             }
-            Item::Path(p, n) => {
-                match n.ftype {
-                    FileType::Dir => {
-                        w.append(p, WriteKind::Dir, &n.meta)?;
-                        emitted.insert(p.to_string());
+            Step::Node(p, n) => match n.ftype {
+                FileType::Dir => unreachable!("directories are Step::Dir"),
+                FileType::Symlink => w.append(
+                    p,
+                    WriteKind::Symlink(n.target.as_deref().unwrap_or("")),
+                    &n.meta,
+                )?,
+                FileType::Char => w.append(p, WriteKind::Char(n.dev.0, n.dev.1), &n.meta)?,
+                FileType::Block => w.append(p, WriteKind::Block(n.dev.0, n.dev.1), &n.meta)?,
+                FileType::Fifo => w.append(p, WriteKind::Fifo, &n.meta)?,
+                FileType::File => {
+                    let c = a.index.content(n.content.expect("files have content"));
+                    if c.sparse {
+                        return Err(Error::unsupported(
+                            format!("/{p}"),
+                            "sparse files cannot be rewritten yet",
+                        ));
                     }
-                    FileType::Symlink => w.append(
+                    let file = spools.files[c.layer as usize].as_ref().ok_or_else(|| {
+                        Error::invalid(format!("/{p}"), "content of a layer that was not spooled")
+                    })?;
+                    let mut data = Slice {
+                        file,
+                        offset: c.data_offset,
+                        left: c.size,
+                    };
+                    if n.linked {
+                        // Lambda rejects hard-link entries: the link becomes a copy.
+                        hardlink_copy_bytes += c.size;
+                    }
+                    w.append(
                         p,
-                        WriteKind::Symlink(n.target.as_deref().unwrap_or("")),
+                        WriteKind::File {
+                            size: c.size,
+                            data: &mut data,
+                        },
                         &n.meta,
-                    )?,
-                    FileType::Char => w.append(p, WriteKind::Char(n.dev.0, n.dev.1), &n.meta)?,
-                    FileType::Block => w.append(p, WriteKind::Block(n.dev.0, n.dev.1), &n.meta)?,
-                    FileType::Fifo => w.append(p, WriteKind::Fifo, &n.meta)?,
-                    FileType::File => {
-                        let c = a.index.content(n.content.expect("files have content"));
-                        if c.sparse {
-                            return Err(Error::unsupported(
-                                format!("/{p}"),
-                                "sparse files cannot be rewritten yet",
-                            ));
-                        }
-                        let file = spools.files[c.layer as usize].as_ref().ok_or_else(|| {
-                            Error::invalid(
-                                format!("/{p}"),
-                                "content of a layer that was not spooled",
-                            )
-                        })?;
-                        let mut data = Slice {
-                            file,
-                            offset: c.data_offset,
-                            left: c.size,
-                        };
-                        if n.linked {
-                            // Lambda rejects hard-link entries: the link becomes a copy.
-                            hardlink_copy_bytes += c.size;
-                        }
-                        w.append(
-                            p,
-                            WriteKind::File {
-                                size: c.size,
-                                data: &mut data,
-                            },
-                            &n.meta,
-                        )?
-                    }
+                    )?
                 }
-            }
+            },
         }
-    }
+        Ok(())
+    })?;
     Ok(Written {
         class,
         layer: w.finish()?,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-pub const INSTALL_HINT: &str = "run scripts/setup or scripts/test (they install the test tools), or: apt-get install -y docker-registry skopeo umoci apache2-utils debootstrap jq chromium openssl time buildah gcc libc6-dev";
+pub const INSTALL_HINT: &str = "run scripts/setup or scripts/test (they install the test tools), or: apt-get install -y docker-registry skopeo umoci apache2-utils debootstrap jq chromium openssl time buildah gcc libc6-dev python3-pip";
 
 /// A command that had to succeed: fail with its stderr, prefixed by `what`.
 pub fn assert_success(out: &Output, what: &str) {
@@ -544,6 +544,7 @@ pub fn write_file(path: &Path, content: &str) {
 }
 pub mod edge;
 pub mod listing;
+pub mod ml;
 pub mod proxy;
 pub mod token;
 
