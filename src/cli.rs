@@ -104,7 +104,7 @@ pub struct BaseArgs {
 /// What to strip.
 #[derive(Args, Debug, Clone)]
 pub struct StripArgs {
-    /// Rule set: safe (toolchains, caches, tests, dev deps, VCS litter) or aggressive (also docs, locales, stubs, source maps).
+    /// Rule set: safe (build-only OS packages, toolchains, caches, tests, dev deps, docs, VCS litter) or aggressive (also locales, stubs, source maps).
     #[arg(long, value_enum, default_value_t = Profile::Safe)]
     pub profile: Profile,
     /// Also remove paths matching this glob (e.g. '/var/task/**/*.md'). Repeatable.
@@ -113,6 +113,12 @@ pub struct StripArgs {
     /// Never remove paths matching this glob (wins over every rule). Repeatable.
     #[arg(long = "keep", value_name = "GLOB")]
     pub keep: Vec<String>,
+    /// Treat this OS package as build-only: it goes with what only it needed, unless something kept needs it. Repeatable.
+    #[arg(long = "strip-package", value_name = "NAME")]
+    pub strip_packages: Vec<String>,
+    /// Keep this OS package (and what it needs) whatever the rules say. Repeatable.
+    #[arg(long = "keep-package", value_name = "NAME")]
+    pub keep_packages: Vec<String>,
 }
 
 /// How much to read at once and what to refuse.

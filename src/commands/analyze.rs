@@ -20,7 +20,14 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
     }
     let source = transport::open_source(&r, &topts)?;
     let image = resolve(source.as_ref(), args.read.platform.as_ref())?;
-    let opts = super::analyze_options(&args.read, &args.strip);
+    let mut opts = super::analyze_options(&args.read, &args.strip);
+    // The added layers are kept on disk while analyzing: which OS packages a
+    // function can do without depends on what its files load (ELF headers).
+    let spool = tempfile::Builder::new()
+        .prefix("coldpress-analyze-")
+        .tempdir()
+        .map_err(|e| Error::io("creating a spool directory", e))?;
+    opts.spool_dir = Some(spool.path().to_path_buf());
     let a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
     let report = Report::from_analysis(&a, args.list_files);
     emit(

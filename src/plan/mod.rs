@@ -33,6 +33,9 @@ pub struct Plan {
     /// Classes with something to write, in output order.
     pub layers: Vec<Class>,
     pub removed: Vec<Removal>,
+    /// Database files written with new content: path → index in
+    /// `Analysis::packages.edited`.
+    pub edited: HashMap<String, usize>,
     /// Path → position in index order.
     position: HashMap<String, usize>,
 }
@@ -104,11 +107,20 @@ impl Plan {
             .into_iter()
             .filter(|c| placement.contains(&Some(*c)) || whiteouts.iter().any(|(_, w)| w == c))
             .collect();
+        let edited = a
+            .packages
+            .edited
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| position.contains_key(&e.path))
+            .map(|(i, e)| (e.path.clone(), i))
+            .collect();
         Plan {
             placement,
             whiteouts,
             layers,
             removed,
+            edited,
             position,
         }
     }
@@ -137,10 +149,22 @@ impl Plan {
         }
     }
 
-    /// The final filesystem the output must have: the source's minus the removed paths.
+    /// The new content of an edited database file.
+    pub fn edited_content<'a>(&self, a: &'a Analysis, path: &str) -> Option<&'a [u8]> {
+        self.edited
+            .get(path)
+            .map(|&i| a.packages.edited[i].content.as_slice())
+    }
+
+    /// The final filesystem the output must have: the source's minus the
+    /// removed paths, with the edited paths' new content.
     pub fn expected(&self, a: &Analysis) -> FsIndex {
         let mut e = a.index.clone();
         e.remove_paths(self.removed.iter().map(|r| &r.path[1..]));
+        for (path, &i) in &self.edited {
+            let c = &a.packages.edited[i].content;
+            e.set_content(path, c.len() as u64, xxhash_rust::xxh3::xxh3_128(c));
+        }
         e
     }
 }

@@ -172,6 +172,10 @@ pub struct Report {
     pub layers: Vec<LayerRow>,
     pub strippable: Strippable,
     pub packages: Vec<PackageRow>,
+    /// OS packages (dpkg): counts before and after, which added ones go and
+    /// which stay, each with why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_packages: Option<crate::analysis::packages::OsPackages>,
     pub findings: Vec<Finding>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileRow>>,
@@ -184,6 +188,8 @@ pub struct Report {
 pub struct OptimizeSection {
     pub after: Totals,
     pub removed: Removed,
+    /// Package database files written with new content (path and why).
+    pub edited: Vec<crate::analysis::packages::Edited>,
     pub new_layers: Vec<NewLayerRow>,
     pub push: PushStats,
     pub destination: Destination,
@@ -389,6 +395,7 @@ impl Report {
             layers,
             strippable,
             packages,
+            os_packages: a.packages.section.clone(),
             findings: a.findings.clone(),
             files,
             optimize: None,

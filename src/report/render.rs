@@ -165,8 +165,14 @@ pub fn render_text(r: &Report) -> String {
             c.reason
         );
     }
+    if let Some(p) = &r.os_packages {
+        os_packages_text(&mut o, p);
+    }
     if let Some(opt) = &r.optimize {
         super::render::optimize_text(&mut o, r, opt);
+        for e in &opt.edited {
+            let _ = writeln!(o, "  edited  /{}: {}", e.path, e.why);
+        }
     }
     let _ = writeln!(o);
     if r.findings.is_empty() {
@@ -187,6 +193,35 @@ pub fn render_text(r: &Report) -> String {
         }
     }
     o
+}
+
+fn os_packages_text(o: &mut String, p: &crate::analysis::packages::OsPackages) {
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  {} packages: {} installed, {} added after the base; {} after removing {} build-only",
+        p.manager,
+        p.before,
+        p.added,
+        p.after,
+        p.removed.len()
+    );
+    if let Some(u) = &p.undecided {
+        let _ = writeln!(o, "    not decided: {u}");
+    }
+    for (what, rows) in [("remove", &p.removed), ("keep", &p.kept)] {
+        for row in rows {
+            let _ = writeln!(
+                o,
+                "    {what:<6} {:<28} {:<24} {:>6} files  {:>10}  {}",
+                row.name,
+                row.version,
+                row.files,
+                hb(row.bytes),
+                row.reason
+            );
+        }
+    }
 }
 
 fn optimize_text(o: &mut String, r: &Report, opt: &super::OptimizeSection) {
