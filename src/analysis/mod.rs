@@ -258,10 +258,10 @@ fn read_all(
 }
 
 /// Files whose contents the analysis reads: Python/Node package records, the
-/// dpkg database, ld.so's configuration.
+/// OS package databases, ld.so's configuration.
 fn wants_content(path: &str) -> bool {
     classify::wants_content(path)
-        || crate::packages::dpkg::wants_content(path)
+        || crate::packages::wants_content(path)
         || path == "etc/ld.so.conf"
         || crate::layer::entry::parent(path) == "etc/ld.so.conf.d"
 }

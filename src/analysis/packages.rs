@@ -14,7 +14,7 @@ use crate::fsindex::FsIndex;
 use crate::layer::entry::{FileType, basename, parent};
 use crate::packages::closure::{ClosureInput, Decision, decide};
 use crate::packages::content::ContentReader;
-use crate::packages::{PackageDb, dpkg};
+use crate::packages::{Manager, PackageDb, apk, dpkg, rpm};
 
 pub const RULE: (&str, &str) = (
     "build-packages",
@@ -91,7 +91,7 @@ pub fn plan(
     vetoed: &HashMap<usize, String>,
 ) -> Result<PackagePlan> {
     let index = reader.index;
-    let Some(mut db) = dpkg::read(reader, base)? else {
+    let Some(mut db) = crate::packages::read(reader, base)? else {
         return Ok(PackagePlan::default());
     };
     let mut section = OsPackages {
@@ -248,17 +248,29 @@ pub fn plan(
             .map(|&i| db.packages[i].name.as_str())
             .collect();
         let why = format!("records of the {} removed packages dropped", names.len());
+        let names: HashSet<String> = gone.iter().map(|(n, _)| n.clone()).collect();
         if non_base(&db.status_path) {
+            let content = match db.manager {
+                Manager::Dpkg => dpkg::without_packages(&db.status_text, &gone).into_bytes(),
+                Manager::Apk => apk::without_packages(&db.status_text, &names).into_bytes(),
+                Manager::Rpm => {
+                    let rows: Vec<i64> = removed.iter().map(|&i| db.packages[i].row).collect();
+                    rpm::without_packages(reader, &rows)?
+                }
+            };
             edited.push(Edited {
                 path: db.status_path.clone(),
                 why: why.clone(),
-                content: dpkg::without_packages(&db.status_text, &gone).into_bytes(),
+                content,
             });
         }
         if let Some((path, text)) = &db.extended_states
             && non_base(path)
         {
-            let new = dpkg::without_packages(text, &gone);
+            let new = match db.manager {
+                Manager::Apk => apk::world_without(text, &names),
+                _ => dpkg::without_packages(text, &gone),
+            };
             if new != *text {
                 edited.push(Edited {
                     path: path.clone(),

@@ -100,7 +100,16 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     let mut report = Report::from_analysis(&a, false);
     let mut section = OptimizeSection {
         removed: removed_section(&a, &plan),
-        edited: a.packages.edited.clone(),
+        edited: a
+            .packages
+            .edited
+            .iter()
+            .map(|e| crate::report::EditedPath {
+                path: format!("/{}", e.path),
+                why: e.why.clone(),
+                bytes: e.content.len() as u64,
+            })
+            .collect(),
         dry_run: args.dry_run,
         ..OptimizeSection::default()
     };

@@ -221,6 +221,7 @@ pub fn read(reader: &ContentReader<'_>, base: &FsIndex) -> Result<Option<Package
             manual,
             in_base,
             db_files: info.get(&key).cloned().unwrap_or_default(),
+            row: 0,
         });
     }
     Ok(Some(PackageDb {

@@ -7,10 +7,12 @@
 //! final filesystem (captured small files, or the spooled layers) and knows
 //! nothing of classes or strip rules; the analysis hands it its roots.
 
+pub mod apk;
 pub mod closure;
 pub mod content;
 pub mod dpkg;
 pub mod elf;
+pub mod rpm;
 pub mod seeds;
 
 use serde::Serialize;
@@ -20,12 +22,16 @@ use serde::Serialize;
 #[serde(rename_all = "lowercase")]
 pub enum Manager {
     Dpkg,
+    Rpm,
+    Apk,
 }
 
 impl Manager {
     pub fn as_str(self) -> &'static str {
         match self {
             Manager::Dpkg => "dpkg",
+            Manager::Rpm => "rpm",
+            Manager::Apk => "apk",
         }
     }
 }
@@ -50,6 +56,8 @@ pub struct Package {
     pub in_base: bool,
     /// The database's own files about this package (dpkg: info/<pkg>.*).
     pub db_files: Vec<String>,
+    /// Its row in the database (rpm: the header number).
+    pub row: i64,
 }
 
 /// An image's package database.
@@ -57,11 +65,32 @@ pub struct Package {
 pub struct PackageDb {
     pub manager: Manager,
     pub packages: Vec<Package>,
-    /// The status file (dpkg) and its raw text, edited when packages go.
+    /// The main database file (dpkg: status, apk: installed) and its raw
+    /// text, edited when packages go.
     pub status_path: String,
     pub status_text: String,
-    /// apt's auto-installed marks, when the image has them.
+    /// What says which packages were asked for (apt's extended_states, apk's
+    /// world), with its text.
     pub extended_states: Option<(String, String)>,
+}
+
+/// The image's package database, whichever manager wrote it.
+pub fn read(
+    reader: &content::ContentReader<'_>,
+    base: &crate::fsindex::FsIndex,
+) -> crate::Result<Option<PackageDb>> {
+    if let Some(db) = dpkg::read(reader, base)? {
+        return Ok(Some(db));
+    }
+    if let Some(db) = rpm::read(reader, base)? {
+        return Ok(Some(db));
+    }
+    apk::read(reader, base)
+}
+
+/// Database files whose content the layer reader keeps.
+pub fn wants_content(path: &str) -> bool {
+    dpkg::wants_content(path) || rpm::wants_content(path) || apk::wants_content(path)
 }
 
 impl PackageDb {

@@ -189,7 +189,7 @@ pub struct OptimizeSection {
     pub after: Totals,
     pub removed: Removed,
     /// Package database files written with new content (path and why).
-    pub edited: Vec<crate::analysis::packages::Edited>,
+    pub edited: Vec<EditedPath>,
     pub new_layers: Vec<NewLayerRow>,
     pub push: PushStats,
     pub destination: Destination,
@@ -203,6 +203,14 @@ pub struct Removed {
     pub bytes: u64,
     pub by_rule: BTreeMap<String, RuleCount>,
     pub paths: Vec<RemovedPath>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct EditedPath {
+    pub path: String,
+    pub why: String,
+    /// Size of the new content.
+    pub bytes: u64,
 }
 
 #[derive(Serialize, Clone, Debug)]

@@ -171,7 +171,7 @@ pub fn render_text(r: &Report) -> String {
     if let Some(opt) = &r.optimize {
         super::render::optimize_text(&mut o, r, opt);
         for e in &opt.edited {
-            let _ = writeln!(o, "  edited  /{}: {}", e.path, e.why);
+            let _ = writeln!(o, "  edited  {}: {}", e.path, e.why);
         }
     }
     let _ = writeln!(o);
