@@ -128,7 +128,9 @@ pub fn read(reader: &ContentReader<'_>, base: &FsIndex) -> Result<Option<Package
         // The base's database when its content was kept; otherwise a package
         // the base filesystem already has files of.
         p.in_base = base_names.contains(&p.name)
-            || p.files.iter().any(|f| base.get(f).is_some_and(|n| !n.is_dir()));
+            || p.files
+                .iter()
+                .any(|f| base.get(f).is_some_and(|n| !n.is_dir()));
         // Without a world file every package counts as asked for.
         p.manual = world.is_none() || asked.contains(&p.name);
         packages.push(p);
