@@ -86,6 +86,19 @@ fn realistic_lambda_image() {
     for p in ["numpy", "pydantic", "requests", "pytest"] {
         assert!(pkgs.contains(p), "{p} not found among {pkgs:?}");
     }
+    // The OS packages the apt step added, and which of them only served the build.
+    let os = &r["os_packages"];
+    assert_eq!(os["manager"], "dpkg");
+    assert!(os["added"].as_u64().unwrap() > 100, "{os}");
+    assert!(
+        os["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "gcc-12" && p["bytes"].as_u64().unwrap() > 0),
+        "{}",
+        os["removed"]
+    );
     let listed = files(&r);
     assert_eq!(listed["var/task/numpy/__init__.py"]["class"], "deps");
     assert_eq!(listed["var/task/handler.py"]["class"], "code");

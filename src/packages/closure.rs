@@ -126,7 +126,9 @@ impl Walk<'_, '_> {
                 format!("{dir}/{name}")
             };
             if self.exists(&p) {
-                return Some(p);
+                // Named as the index and the package lists name it: parents
+                // resolved (`lib -> usr/lib`), the link itself kept.
+                return Some(super::dpkg::index_path(self.reader.index, &p).unwrap_or(p));
             }
         }
         None
@@ -433,4 +435,101 @@ pub fn decide(
         }
     }
     Ok(Decision { fates, unknown })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsindex::FsIndex;
+    use crate::layer::{Entry, EntryKind, Meta};
+
+    fn e(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            meta: Meta::default(),
+            size: 0,
+            data_offset: 0,
+            content_hash: None,
+            captured: None,
+            sparse: false,
+        }
+    }
+
+    fn index() -> FsIndex {
+        let mut ix = FsIndex::new();
+        let dirs = [
+            "usr",
+            "usr/lib",
+            "usr/lib/x86_64-linux-gnu",
+            "opt",
+            "opt/app",
+            "opt/app/lib",
+            "opt/app/bin",
+            "opt/other",
+        ];
+        let mut entries: Vec<Entry> = dirs.iter().map(|d| e(d, EntryKind::Dir)).collect();
+        entries.push(e("lib", EntryKind::Symlink("usr/lib".into())));
+        for f in [
+            "usr/lib/x86_64-linux-gnu/libz.so.1.2",
+            "opt/app/lib/libz.so.1",
+            "opt/other/libz.so.1",
+        ] {
+            entries.push(e(f, EntryKind::File));
+        }
+        entries.push(e(
+            "usr/lib/x86_64-linux-gnu/libz.so.1",
+            EntryKind::Symlink("libz.so.1.2".into()),
+        ));
+        ix.apply(entries, "test").unwrap();
+        ix.finish();
+        ix
+    }
+
+    fn walk<'a, 'b>(reader: &'a ContentReader<'b>, ld: &[&str]) -> Walk<'a, 'b> {
+        Walk {
+            reader,
+            owners: HashMap::new(),
+            lib_dirs: DEFAULT_LIB_DIRS.iter().map(|d| d.to_string()).collect(),
+            ld_library_path: ld.iter().map(|d| d.to_string()).collect(),
+            path_dirs: Vec::new(),
+            base_layers: 0,
+        }
+    }
+
+    #[test]
+    fn libraries_resolve_in_ld_so_order() {
+        let ix = index();
+        let reader = ContentReader::new(&ix, Vec::new());
+        let plain = Dynamic::default();
+        let w = walk(&reader, &[]);
+        // Default directories, through the link.
+        assert_eq!(
+            w.find_library("libz.so.1", "opt/app/bin", &plain)
+                .as_deref(),
+            Some("usr/lib/x86_64-linux-gnu/libz.so.1")
+        );
+        // RPATH with $ORIGIN comes before the defaults.
+        let rpath = Dynamic {
+            rpath: vec!["$ORIGIN/../lib".into()],
+            ..Dynamic::default()
+        };
+        assert_eq!(
+            w.find_library("libz.so.1", "opt/app/bin", &rpath)
+                .as_deref(),
+            Some("opt/app/lib/libz.so.1")
+        );
+        // LD_LIBRARY_PATH beats RUNPATH, and RUNPATH disables RPATH.
+        let w = walk(&reader, &["opt/other"]);
+        let both = Dynamic {
+            rpath: vec!["$ORIGIN/../lib".into()],
+            runpath: vec!["${ORIGIN}/../lib".into()],
+            ..Dynamic::default()
+        };
+        assert_eq!(
+            w.find_library("libz.so.1", "opt/app/bin", &both).as_deref(),
+            Some("opt/other/libz.so.1")
+        );
+        assert_eq!(w.find_library("libnope.so.1", "opt/app/bin", &plain), None);
+    }
 }
