@@ -449,6 +449,39 @@ pub fn render_markdown(r: &Report) -> String {
             }
         }
     }
+    if let Some(p) = &r.os_packages {
+        let _ = writeln!(
+            o,
+            "\n**{} packages**: {} installed, {} added after the base; {} after removing {} build-only\n",
+            p.manager,
+            p.before,
+            p.added,
+            p.after,
+            p.removed.len()
+        );
+        if let Some(u) = &p.undecided {
+            let _ = writeln!(o, "Not decided: {u}\n");
+        }
+        if !p.removed.is_empty() || !p.kept.is_empty() {
+            let _ = writeln!(
+                o,
+                "| | package | version | files | bytes | why |\n|---|---|---|---:|---:|---|"
+            );
+            for (what, rows) in [("remove", &p.removed), ("keep", &p.kept)] {
+                for row in rows {
+                    let _ = writeln!(
+                        o,
+                        "| {what} | `{}` | {} | {} | {} | {} |",
+                        row.name,
+                        row.version,
+                        row.files,
+                        hb(row.bytes),
+                        row.reason.replace('|', "\\|")
+                    );
+                }
+            }
+        }
+    }
     if !r.findings.is_empty() {
         if r.optimize.is_some() {
             let _ = writeln!(o, "\nFindings on the source image:");
