@@ -134,7 +134,23 @@ pub fn plan(
             Class::Deps | Class::Code => true,
             // Files no package owns stay (unless a file rule takes them): what
             // they load stays too. Links of that kind are update-alternatives'.
-            Class::System => n.ftype == FileType::File && !owned.contains(path),
+            // Package managers' own records and caches run nothing (maintainer
+            // scripts of a removed package must not keep its interpreter).
+            Class::System => {
+                n.ftype == FileType::File
+                    && !owned.contains(path)
+                    && ![
+                        "var/lib/dpkg/",
+                        "var/lib/apt/",
+                        "var/lib/rpm/",
+                        "var/lib/dnf/",
+                        "lib/apk/",
+                        "var/cache/",
+                        "var/log/",
+                    ]
+                    .iter()
+                    .any(|d| path.starts_with(d))
+            }
             Class::Base => false,
         };
         if root || keep {
