@@ -129,7 +129,7 @@ pub struct BaseArgs {
 /// What to strip.
 #[derive(Args, Debug, Clone)]
 pub struct StripArgs {
-    /// Rule set: safe (toolchains, caches, tests, dev deps, VCS litter) or aggressive (also docs, locales, stubs, source maps).
+    /// Rule set: safe (build-only OS packages, toolchains, caches, tests, dev deps, docs, VCS litter) or aggressive (also locales, stubs, source maps).
     #[arg(long, value_enum, default_value_t = Profile::Safe)]
     pub profile: Profile,
     /// Also remove paths matching this glob (e.g. '/var/task/**/*.md'). Repeatable.
@@ -145,6 +145,12 @@ pub struct StripArgs {
     /// Non-source task-root files of at least SIZE are assets, not code (e.g. 4MiB, 10MB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4MiB")]
     pub assets_threshold: u64,
+    /// Treat this OS package as build-only: it goes with what only it needed, unless something kept needs it. Repeatable.
+    #[arg(long = "strip-package", value_name = "NAME")]
+    pub strip_packages: Vec<String>,
+    /// Keep this OS package (and what it needs) whatever the rules say. Repeatable.
+    #[arg(long = "keep-package", value_name = "NAME")]
+    pub keep_packages: Vec<String>,
 }
 
 /// How much to read at once and what to refuse.

@@ -3,6 +3,7 @@
 //! The data flows one way, and the modules follow it:
 //! [`reference`] → [`transport`] (sources and sinks) → [`image`] (manifest, config)
 //! → [`layer`] (streamed tar entries) → [`fsindex`] (the final filesystem)
+//! → [`packages`] (OS package databases, the runtime closure)
 //! → [`analysis`] (base match, classes, strip rules, findings) → [`plan`]
 //! → [`writer`] (new layers) → [`smoke`] (run it before tagging) → [`transport`] (sink)
 //! → [`report`].
@@ -18,6 +19,7 @@ pub mod example;
 pub mod fsindex;
 pub mod image;
 pub mod layer;
+pub mod packages;
 pub mod parallel;
 pub mod plan;
 pub mod reference;

@@ -226,15 +226,23 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
         };
         push("stale-base", Severity::Warning, msg);
     }
-    if let Some(c) = a.strip.by_rule.get("build-toolchain") {
+    let toolchain = a.strip.by_rule.get("build-toolchain");
+    let packages = a.strip.by_rule.get(super::packages::RULE.0);
+    if toolchain.is_some() || packages.is_some() {
+        let files = toolchain.map_or(0, |c| c.files) + packages.map_or(0, |c| c.files);
+        let bytes = toolchain.map_or(0, |c| c.bytes) + packages.map_or(0, |c| c.bytes);
+        let removed = a.packages.section.as_ref().map_or(0, |s| s.removed.len());
         push(
             "build-tools",
             Severity::Warning,
-            format!(
-                "{} build-tool files ({}) are in the image",
-                c.files,
-                mb(c.bytes)
-            ),
+            if removed > 0 {
+                format!(
+                    "{files} build-tool files ({}) are in the image, {removed} OS packages of them only served the build",
+                    mb(bytes)
+                )
+            } else {
+                format!("{files} build-tool files ({}) are in the image", mb(bytes))
+            },
         );
     }
 

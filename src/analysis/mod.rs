@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod findings;
+pub mod packages;
 pub mod strip;
 
 use std::collections::BTreeMap;
@@ -90,6 +91,8 @@ pub struct Analysis {
     pub base_index: FsIndex,
     pub classes: Classification,
     pub strip: StripPlan,
+    /// OS packages: what goes, what stays, and the database files edited to match.
+    pub packages: packages::PackagePlan,
     pub findings: Vec<Finding>,
     pub catalog: CatalogStatus,
     /// The manifest was made up by the transport (docker archives).
@@ -291,6 +294,15 @@ fn may_pass_through(listing: &LayerListing, entries: &[Entry]) -> bool {
         })
 }
 
+/// Files whose contents the analysis reads: Python/Node package records, the
+/// OS package databases, ld.so's configuration.
+fn wants_content(path: &str) -> bool {
+    classify::wants_content(path)
+        || crate::packages::wants_content(path)
+        || path == "etc/ld.so.conf"
+        || crate::layer::entry::parent(path) == "etc/ld.so.conf.d"
+}
+
 /// Analyze a resolved image.
 pub fn analyze(
     source: &dyn Source,
@@ -301,7 +313,7 @@ pub fn analyze(
     let base = catalog.match_base(&image.config.rootfs.diff_ids, &image.platform);
     let base_count = base.as_ref().map_or(0, |b| b.layers);
     let mut ro = opts.read.clone();
-    ro.capture = classify::wants_content;
+    ro.capture = wants_content;
     let opts = AnalyzeOptions {
         read: ro,
         ..opts.clone()
@@ -320,7 +332,59 @@ pub fn analyze(
     let started = std::time::Instant::now();
     let task_root = classify::task_root(image.config.env("LAMBDA_TASK_ROOT"));
     let classes = classify::classify(&index, base_count, &task_root, &opts.assets)?;
-    let strip = strip::plan(&index, &classes, &opts.strip, &base_index)?;
+    let spools: Vec<Option<std::fs::File>> = listings
+        .iter()
+        .map(|l| match &l.spool {
+            Some(p) => crate::layer::read::open_spool(p).map(Some),
+            None => Ok(None),
+        })
+        .collect::<Result<_>>()?;
+    let contents_kept = spools[base_count.min(spools.len())..]
+        .iter()
+        .all(Option::is_some);
+    let reader = crate::packages::content::ContentReader::new(&index, spools);
+    let keep = strip::keep_set(&opts.strip.keep)?;
+    let cfg = image.config.config.as_ref();
+    let entrypoint: Vec<String> = cfg
+        .map(|c| {
+            let first = c.entrypoint.first().or(c.cmd.first());
+            first
+                .filter(|e| e.starts_with('/'))
+                .cloned()
+                .into_iter()
+                .collect()
+        })
+        .unwrap_or_default();
+    let popts = packages::PackageOptions {
+        strip_packages: &opts.strip.strip_packages,
+        keep_packages: &opts.strip.keep_packages,
+        keep: &keep,
+        entrypoint,
+        ld_library_path: image.config.env("LD_LIBRARY_PATH").map(str::to_string),
+        path: image.config.env("PATH").map(str::to_string),
+        base_layers: base_count,
+        base_matched: base.is_some(),
+        contents_kept,
+    };
+    // A package the file rules cannot remove whole (a kept link or --keep holds
+    // one of its files) stays whole: its record must stay true.
+    let mut vetoed: std::collections::HashMap<usize, String> = Default::default();
+    let (package_plan, strip) = loop {
+        let pp = packages::plan(&reader, &base_index, &classes, &popts, &vetoed)?;
+        let strip = strip::plan(&index, &classes, &opts.strip, &base_index, &pp.paths)?;
+        let before = vetoed.len();
+        for (path, why) in &strip.protected {
+            if let Some(Some(i)) = pp.paths.get(path.as_str()) {
+                vetoed
+                    .entry(*i)
+                    .or_insert_with(|| format!("kept whole: /{path} stays ({why})"));
+            }
+        }
+        if vetoed.len() == before || vetoed.len() > 64 {
+            break (pp, strip);
+        }
+    };
+    drop(reader);
     ui::trace(|| {
         format!(
             "classified and planned in {:.2}s",
@@ -375,6 +439,7 @@ pub fn analyze(
         base_index,
         classes,
         strip,
+        packages: package_plan,
         findings: Vec::new(),
         catalog: catalog.status.clone(),
         synthesized_manifest,

@@ -17,10 +17,11 @@ use crate::layer::entry::{FileType, basename, parent};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// Build toolchains, package caches, tests, dev dependencies, VCS litter.
+    /// Build-only OS packages, build toolchains, package caches, tests, dev
+    /// dependencies, docs and man pages, VCS litter.
     #[default]
     Safe,
-    /// Also docs, man pages, locales, type stubs, source maps.
+    /// Also locales, type stubs, source maps.
     Aggressive,
 }
 
@@ -107,7 +108,9 @@ pub const RULES: &[Rule] = &[
             "/usr/bin/cpp-*",
             "/usr/bin/gcov*",
             "/usr/bin/lto-dump*",
+            // Triplet-prefixed names (x86_64-linux-gnu-gcc-12, aarch64-linux-gnu-ld.gold).
             "/usr/bin/*-linux-gnu-*",
+            "/usr/bin/*-linux-gnu*-*",
             "/usr/bin/ld",
             "/usr/bin/ld.*",
             "/usr/bin/as",
@@ -195,18 +198,30 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         id: "docs",
-        reason: "documentation, man/info pages and translations are not read by a function",
-        profile: Profile::Aggressive,
-        classes: NON_BASE,
+        reason: "documentation, man and info pages are never read by a function",
+        profile: Profile::Safe,
+        classes: &[Class::System],
         globs: &[
             "/usr/share/doc/**",
             "/usr/share/man/**",
             "/usr/share/info/**",
-            "/usr/share/locale/**",
             "/usr/share/gtk-doc/**",
             "/usr/local/share/man/**",
-            "**/node_modules/**/*.md",
         ],
+    },
+    Rule {
+        id: "docs",
+        reason: "documentation, man and info pages are never read by a function",
+        profile: Profile::Aggressive,
+        classes: PACKAGES_AND_CODE,
+        globs: &["**/node_modules/**/*.md"],
+    },
+    Rule {
+        id: "locales",
+        reason: "message translations: a function answers in one language",
+        profile: Profile::Aggressive,
+        classes: NON_BASE,
+        globs: &["/usr/share/locale/**"],
     },
     Rule {
         id: "type-stubs",
@@ -341,6 +356,10 @@ pub struct StripOptions {
     pub profile: Profile,
     pub strip: Vec<String>,
     pub keep: Vec<String>,
+    /// OS packages to treat as build-only (`--strip-package`).
+    pub strip_packages: Vec<String>,
+    /// OS packages to keep whatever the rules say (`--keep-package`).
+    pub keep_packages: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -383,14 +402,30 @@ struct Matcher {
     owner: Vec<u16>,
 }
 
+/// The `--keep` globs: `--keep dir` also keeps what is under it.
+pub fn keep_set(keep: &[String]) -> Result<GlobSet> {
+    let mut keep_builder = GlobSetBuilder::new();
+    for g in keep {
+        keep_builder.add(glob(&user_glob(g))?);
+        if !g.ends_with("**") {
+            keep_builder.add(glob(&format!("{}/**", user_glob(g).trim_end_matches('/')))?);
+        }
+    }
+    keep_builder
+        .build()
+        .map_err(|e| Error::Usage(format!("invalid --keep glob: {e}")))
+}
+
 /// `base` is the filesystem of the base layers alone: a path it has is never
 /// removed, because without a whiteout (which would touch the base) the base's
 /// version would come back.
+/// `packages`: paths of removed OS packages (the `build-packages` rule).
 pub fn plan(
     index: &FsIndex,
     classes: &Classification,
     opts: &StripOptions,
     base: &FsIndex,
+    packages: &HashMap<String, Option<usize>>,
 ) -> Result<StripPlan> {
     // Rule table: user --strip first, then the built-ins of the profile.
     let mut rules: Vec<RuleInfo> = Vec::new();
@@ -406,6 +441,11 @@ pub fn plan(
         });
         rule_classes.push(NON_BASE);
     }
+    let package_rule = rules.len() as u16;
+    rules.push(RuleInfo {
+        id: super::packages::RULE.0.into(),
+        reason: super::packages::RULE.1.into(),
+    });
     for r in RULES.iter().filter(|r| r.profile <= opts.profile) {
         let id = match rules.iter().position(|x| x.id == r.id) {
             Some(i) => i,
@@ -445,17 +485,7 @@ pub fn plan(
             .map_err(|e| Error::Usage(format!("invalid glob: {e}")))?,
         owner,
     };
-    let mut keep_builder = GlobSetBuilder::new();
-    for g in &opts.keep {
-        keep_builder.add(glob(&user_glob(g))?);
-        // `--keep dir` also keeps what is under it.
-        if !g.ends_with("**") {
-            keep_builder.add(glob(&format!("{}/**", user_glob(g).trim_end_matches('/')))?);
-        }
-    }
-    let keep = keep_builder
-        .build()
-        .map_err(|e| Error::Usage(format!("invalid --keep glob: {e}")))?;
+    let keep = keep_set(&opts.keep)?;
 
     let dev = dev_packages(index, classes);
     let pyc_keep = classes.python_tag.clone();
@@ -478,6 +508,9 @@ pub fn plan(
             if rule_classes[gi].contains(&c.class) && decision.is_none_or(|d| rule < d) {
                 decision = Some(rule);
             }
+        }
+        if decision.is_none_or(|d| package_rule < d) && packages.contains_key(path) {
+            decision = Some(package_rule);
         }
         if decision.is_none() && dev.contains(path) {
             decision = Some(dev_rule);
@@ -805,7 +838,14 @@ mod link_tests {
         ix.apply(upper, "app").unwrap();
         ix.finish();
         let classes = classify(&ix, 1, "var/task", &Default::default()).unwrap();
-        let plan = plan(&ix, &classes, &StripOptions::default(), &base).unwrap();
+        let plan = plan(
+            &ix,
+            &classes,
+            &StripOptions::default(),
+            &base,
+            &HashMap::new(),
+        )
+        .unwrap();
         (ix, plan)
     }
 

@@ -18,7 +18,11 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
     let image = resolve(source.as_ref(), args.read.platform.as_ref())?;
     // Only now, with the image known to exist, is the base catalog worth a look.
     let catalog = Catalog::load(&super::catalog_options(&args.base, &topts))?;
-    let opts = super::analyze_options(&args.read, &args.strip);
+    let mut opts = super::analyze_options(&args.read, &args.strip);
+    // The added layers are kept on disk while analyzing: which OS packages a
+    // function can do without depends on what its files load (ELF headers).
+    let spool = crate::workdir::create(&std::env::temp_dir())?;
+    opts.spool_dir = Some(spool.path().to_path_buf());
     let a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
     let report = Report::from_analysis(&a, args.list_files);
     emit(

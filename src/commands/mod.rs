@@ -65,6 +65,8 @@ pub fn analyze_options(read: &ReadArgs, strip: &StripArgs) -> AnalyzeOptions {
             profile: strip.profile,
             strip: strip.strip.clone(),
             keep: strip.keep.clone(),
+            strip_packages: strip.strip_packages.clone(),
+            keep_packages: strip.keep_packages.clone(),
         },
         assets: crate::analysis::classify::AssetOptions {
             threshold: strip.assets_threshold,

@@ -101,6 +101,16 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     let mut report = Report::from_analysis(&a, false);
     let mut section = OptimizeSection {
         removed: removed_section(&a, &plan),
+        edited: a
+            .packages
+            .edited
+            .iter()
+            .map(|e| crate::report::EditedPath {
+                path: format!("/{}", e.path),
+                why: e.why.clone(),
+                bytes: e.content.len() as u64,
+            })
+            .collect(),
         dry_run: args.dry_run,
         ..OptimizeSection::default()
     };
@@ -589,6 +599,13 @@ fn planned_layers(a: &Analysis, plan: &Plan) -> Vec<NewLayerRow> {
             if *p == Some(class) && !passed {
                 entries += 1;
                 bytes += a.index.size_of(n);
+            }
+        }
+        for path in plan.edited.keys() {
+            if plan.class_of(path) == Some(class)
+                && let (Some(n), Some(c)) = (a.index.get(path), plan.edited_content(a, path))
+            {
+                bytes = bytes - a.index.size_of(n) + c.len() as u64;
             }
         }
         rows.push(NewLayerRow {

@@ -586,6 +586,20 @@ impl FsIndex {
         }
     }
 
+    /// Give a file new content (an edited database file in the expected output).
+    pub fn set_content(&mut self, path: &str, size: u64, hash: u128) {
+        let Some(node) = self.nodes.get_mut(&PathKey::from(path)) else {
+            return;
+        };
+        let Some(old) = node.content else { return };
+        let mut c = self.contents[old as usize].clone();
+        c.size = size;
+        c.hash = Some(hash);
+        c.sparse = false;
+        self.contents.push(c);
+        node.content = Some((self.contents.len() - 1) as ContentId);
+    }
+
     /// Insert a node directly (building an expected filesystem in tests and verification).
     pub fn insert(&mut self, path: &str, node: Node) {
         self.nodes.insert(PathKey::from(path), node);

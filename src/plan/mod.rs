@@ -63,6 +63,9 @@ pub struct Plan {
     /// Classes with something to write, in output order.
     pub layers: Vec<Class>,
     pub removed: Vec<Removal>,
+    /// Database files written with new content: path → index in
+    /// `Analysis::packages.edited`.
+    pub edited: HashMap<String, usize>,
     /// Path → position in index order.
     position: HashMap<String, usize>,
 }
@@ -150,6 +153,14 @@ impl Plan {
                     || whiteouts.iter().any(|(_, w)| w == c)
             })
             .collect();
+        let edited = a
+            .packages
+            .edited
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| position.contains_key(&e.path))
+            .map(|(i, e)| (e.path.clone(), i))
+            .collect();
         let mut outputs = Vec::new();
         for c in LAYER_ORDER {
             outputs.extend(
@@ -169,6 +180,7 @@ impl Plan {
             whiteouts,
             layers,
             removed,
+            edited,
             position,
         }
     }
@@ -205,10 +217,22 @@ impl Plan {
         }
     }
 
-    /// The final filesystem the output must have: the source's minus the removed paths.
+    /// The new content of an edited database file.
+    pub fn edited_content<'a>(&self, a: &'a Analysis, path: &str) -> Option<&'a [u8]> {
+        self.edited
+            .get(path)
+            .map(|&i| a.packages.edited[i].content.as_slice())
+    }
+
+    /// The final filesystem the output must have: the source's minus the
+    /// removed paths, with the edited paths' new content.
     pub fn expected(&self, a: &Analysis) -> FsIndex {
         let mut e = a.index.clone();
         e.remove_paths(self.removed.iter().map(|r| &r.path[1..]));
+        for (path, &i) in &self.edited {
+            let c = &a.packages.edited[i].content;
+            e.set_content(path, c.len() as u64, xxhash_rust::xxh3::xxh3_128(c));
+        }
         e
     }
 }
@@ -264,6 +288,10 @@ fn pass_through(
     position: &HashMap<String, usize>,
 ) -> Vec<(usize, Class)> {
     let base_count = a.base_layer_count();
+    // A layer holding a package database file that is edited is not the same
+    // layer any more.
+    let edited: std::collections::HashSet<&str> =
+        a.packages.edited.iter().map(|e| e.path.as_str()).collect();
     // First the per-layer test that does not depend on other layers' choices.
     let mut candidates: Vec<(usize, Class)> = Vec::new();
     'layer: for (l, info) in a.layers.iter().enumerate().skip(base_count) {
@@ -285,6 +313,9 @@ fn pass_through(
             let Some(&i) = position.get(&*e.path) else {
                 continue 'layer;
             };
+            if edited.contains(&*e.path) {
+                continue 'layer;
+            }
             let node = a.index.get(&e.path).expect("positions come from the index");
             let Some(c) = placement[i] else {
                 continue 'layer; // stripped

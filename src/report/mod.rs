@@ -172,6 +172,10 @@ pub struct Report {
     pub layers: Vec<LayerRow>,
     pub strippable: Strippable,
     pub packages: Vec<PackageRow>,
+    /// OS packages (dpkg): counts before and after, which added ones go and
+    /// which stay, each with why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_packages: Option<crate::analysis::packages::OsPackages>,
     pub findings: Vec<Finding>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileRow>>,
@@ -187,6 +191,8 @@ pub struct Report {
 pub struct OptimizeSection {
     pub after: Totals,
     pub removed: Removed,
+    /// Package database files written with new content (path and why).
+    pub edited: Vec<EditedPath>,
     pub new_layers: Vec<NewLayerRow>,
     pub push: PushStats,
     pub destination: Destination,
@@ -297,6 +303,14 @@ pub struct Removed {
     pub bytes: u64,
     pub by_rule: BTreeMap<String, RuleCount>,
     pub paths: Vec<RemovedPath>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct EditedPath {
+    pub path: String,
+    pub why: String,
+    /// Size of the new content.
+    pub bytes: u64,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -499,6 +513,7 @@ impl Report {
             layers,
             strippable,
             packages,
+            os_packages: a.packages.section.clone(),
             findings: a.findings.clone(),
             files,
             optimize: None,

@@ -166,8 +166,14 @@ pub fn render_text(r: &Report) -> String {
             c.reason
         );
     }
+    if let Some(p) = &r.os_packages {
+        os_packages_text(&mut o, p);
+    }
     if let Some(opt) = &r.optimize {
         super::render::optimize_text(&mut o, r, opt);
+        for e in &opt.edited {
+            let _ = writeln!(o, "  edited  {}: {}", e.path, e.why);
+        }
     }
     if let Some(s) = &r.smoke {
         let _ = writeln!(o);
@@ -192,6 +198,35 @@ pub fn render_text(r: &Report) -> String {
         }
     }
     o
+}
+
+fn os_packages_text(o: &mut String, p: &crate::analysis::packages::OsPackages) {
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  {} packages: {} installed, {} added after the base; {} after removing {} build-only",
+        p.manager,
+        p.before,
+        p.added,
+        p.after,
+        p.removed.len()
+    );
+    if let Some(u) = &p.undecided {
+        let _ = writeln!(o, "    not decided: {u}");
+    }
+    for (what, rows) in [("remove", &p.removed), ("keep", &p.kept)] {
+        for row in rows {
+            let _ = writeln!(
+                o,
+                "    {what:<6} {:<28} {:<24} {:>6} files  {:>10}  {}",
+                row.name,
+                row.version,
+                row.files,
+                hb(row.bytes),
+                row.reason
+            );
+        }
+    }
 }
 
 fn optimize_text(o: &mut String, r: &Report, opt: &super::OptimizeSection) {
@@ -448,6 +483,39 @@ pub fn render_markdown(r: &Report) -> String {
                     hb(c.bytes),
                     c.reason
                 );
+            }
+        }
+    }
+    if let Some(p) = &r.os_packages {
+        let _ = writeln!(
+            o,
+            "\n**{} packages**: {} installed, {} added after the base; {} after removing {} build-only\n",
+            p.manager,
+            p.before,
+            p.added,
+            p.after,
+            p.removed.len()
+        );
+        if let Some(u) = &p.undecided {
+            let _ = writeln!(o, "Not decided: {u}\n");
+        }
+        if !p.removed.is_empty() || !p.kept.is_empty() {
+            let _ = writeln!(
+                o,
+                "| | package | version | files | bytes | why |\n|---|---|---|---:|---:|---|"
+            );
+            for (what, rows) in [("remove", &p.removed), ("keep", &p.kept)] {
+                for row in rows {
+                    let _ = writeln!(
+                        o,
+                        "| {what} | `{}` | {} | {} | {} | {} |",
+                        row.name,
+                        row.version,
+                        row.files,
+                        hb(row.bytes),
+                        row.reason.replace('|', "\\|")
+                    );
+                }
             }
         }
     }

@@ -88,7 +88,11 @@ pub fn key(a: &Analysis, plan: &Plan, class: Class, enc: Encoding) -> Result<Opt
                 h.update(target.as_bytes());
                 h.update(n.dev.0.to_le_bytes());
                 h.update(n.dev.1.to_le_bytes());
-                if let Some(c) = n.content {
+                if let Some(bytes) = plan.edited_content(a, p) {
+                    // An edited package database: its new content is what is written.
+                    h.update((bytes.len() as u64).to_le_bytes());
+                    h.update(xxhash_rust::xxh3::xxh3_128(bytes).to_le_bytes());
+                } else if let Some(c) = n.content {
                     let c = a.index.content(c);
                     h.update(c.size.to_le_bytes());
                     match c.hash {

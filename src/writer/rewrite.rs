@@ -137,6 +137,19 @@ pub fn write_layer(
                 FileType::Char => w.append(p, WriteKind::Char(n.dev.0, n.dev.1), &n.meta)?,
                 FileType::Block => w.append(p, WriteKind::Block(n.dev.0, n.dev.1), &n.meta)?,
                 FileType::Fifo => w.append(p, WriteKind::Fifo, &n.meta)?,
+                FileType::File if plan.edited.contains_key(p) => {
+                    let bytes = plan
+                        .edited_content(a, p)
+                        .expect("edited paths have content");
+                    w.append(
+                        p,
+                        WriteKind::File {
+                            size: bytes.len() as u64,
+                            data: &mut &bytes[..],
+                        },
+                        &n.meta,
+                    )?
+                }
                 FileType::File => {
                     let c = a.index.content(n.content.expect("files have content"));
                     if c.sparse {
