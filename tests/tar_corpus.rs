@@ -13,6 +13,16 @@ use std::process::Command;
 use serde_json::Value;
 use support::*;
 
+/// The layer tars of one case, as the generator wrote them.
+fn case_layers(corpus: &Path, case: &Value) -> Vec<Vec<u8>> {
+    case["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| std::fs::read(corpus.join(f.as_str().unwrap())).unwrap())
+        .collect()
+}
+
 fn generate(out: &Path) -> Vec<Value> {
     let python = require("python3", "python3");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tar_corpus/generate.py");
@@ -72,12 +82,7 @@ fn every_tar_quirk_reads_as_go_reads_it_or_is_refused_by_name() {
         - 5;
     for c in &cases {
         let name = c["name"].as_str().unwrap();
-        let tars: Vec<Vec<u8>> = c["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| std::fs::read(corpus.path().join(f.as_str().unwrap())).unwrap())
-            .collect();
+        let tars = case_layers(corpus.path(), c);
         raw_image(layout.path(), name, &tars);
         let src = format!("oci:{}:{name}", layout.path().display());
         let dst = format!("oci:{}:{name}", out.path().display());
@@ -167,18 +172,7 @@ fn every_tar_quirk_reads_as_go_reads_it_or_is_refused_by_name() {
             }
         }
         let r: Value = serde_json::from_slice(&optimized.stdout).unwrap();
-        let removed: Vec<String> = r["removed"]["paths"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                p["path"]
-                    .as_str()
-                    .unwrap()
-                    .trim_start_matches('/')
-                    .to_string()
-            })
-            .collect();
+        let removed = removed_paths(&r);
         let output_bundle = match unpack(out.path(), name) {
             Ok(b) => b,
             Err(e) => {
@@ -241,12 +235,7 @@ fn listing_hardlink_to_follows_whiteouts_and_overwrites() {
         ("hardlink-target-overwritten", "/l.txt"),
     ] {
         let c = cases.iter().find(|c| c["name"] == name).unwrap();
-        let tars: Vec<Vec<u8>> = c["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| std::fs::read(corpus.path().join(f.as_str().unwrap())).unwrap())
-            .collect();
+        let tars = case_layers(corpus.path(), c);
         raw_image(layout.path(), name, &tars);
         let r = env.list_files(&format!("oci:{}:{name}", layout.path().display()));
         let f = r["files"]

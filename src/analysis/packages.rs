@@ -57,6 +57,17 @@ pub struct Edited {
     pub content: Vec<u8>,
 }
 
+const CONTENTS_UNKNOWN: &str =
+    "the layers' contents were not kept, so what the function loads is unknown";
+
+impl PackagePlan {
+    /// Nothing was decided because the added layers' contents were not on disk
+    /// (their listings came from the cache): reading them again decides.
+    pub fn needs_contents(&self) -> bool {
+        self.section.as_ref().and_then(|s| s.undecided.as_deref()) == Some(CONTENTS_UNKNOWN)
+    }
+}
+
 #[derive(Default)]
 pub struct PackagePlan {
     pub section: Option<OsPackages>,
@@ -104,7 +115,7 @@ pub fn plan(
     let undecided = if !o.base_matched {
         Some("no base image matched: which packages were added is unknown")
     } else if !o.contents_kept {
-        Some("the layers' contents were not kept, so what the function loads is unknown")
+        Some(CONTENTS_UNKNOWN)
     } else {
         None
     };

@@ -85,7 +85,15 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     opts.cache_upper = true;
     opts.keep_layer_entries = true;
     let started = std::time::Instant::now();
-    let a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
+    let mut a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
+    if a.packages.needs_contents() {
+        // Which OS packages can go is read from database files and ELF headers on
+        // disk; listings from the cache have none. Read the upper layers again, or
+        // the output would depend on what the cache happened to hold.
+        opts.cache_upper = false;
+        let image = resolve(source.as_ref(), args.read.platform.as_ref())?;
+        a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
+    }
     let plan = Plan::with_options(
         &a,
         PlanOptions {

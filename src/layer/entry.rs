@@ -63,6 +63,36 @@ pub struct Entry {
     pub sparse: bool,
 }
 
+impl Entry {
+    /// What an entry named `path` means when its name is a whiteout: `None` when
+    /// it is not one; `Some(None)` for AUFS bookkeeping, which carries nothing.
+    pub fn from_whiteout_name(
+        path: &str,
+        meta: &Meta,
+        data_offset: u64,
+    ) -> Option<Result<Option<Entry>, String>> {
+        if !basename(path).starts_with(WHITEOUT_PREFIX) {
+            return None;
+        }
+        Some(whiteout_target(path).map(|t| {
+            t.map(|(target, opaque)| Entry {
+                path: target.into(),
+                kind: if opaque {
+                    EntryKind::Opaque
+                } else {
+                    EntryKind::Whiteout
+                },
+                meta: meta.clone(),
+                size: 0,
+                data_offset,
+                content_hash: None,
+                captured: None,
+                sparse: false,
+            })
+        }))
+    }
+}
+
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 

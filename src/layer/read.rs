@@ -6,9 +6,7 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use super::compression::{decoder, sniff};
-use super::entry::{
-    Entry, EntryKind, Meta, WHITEOUT_PREFIX, basename, normalize_path, whiteout_target,
-};
+use super::entry::{Entry, EntryKind, Meta, normalize_path};
 use super::tar::{Header, TarError, TarReader, flag};
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result, from_io, to_io};
@@ -389,23 +387,8 @@ fn convert(
     let size = int(h.size, "size")?;
     let data_offset = h.data_offset;
 
-    if basename(&path).starts_with(WHITEOUT_PREFIX) {
-        return Ok(whiteout_target(&path)
-            .map_err(|m| Error::invalid(what, m))?
-            .map(|(target, opaque)| Entry {
-                path: target.into(),
-                kind: if opaque {
-                    EntryKind::Opaque
-                } else {
-                    EntryKind::Whiteout
-                },
-                meta,
-                size: 0,
-                data_offset,
-                content_hash: None,
-                captured: None,
-                sparse: false,
-            }));
+    if let Some(w) = Entry::from_whiteout_name(&path, &meta, data_offset) {
+        return w.map_err(|m| Error::invalid(what, m));
     }
     if path.is_empty() && h.typeflag != flag::DIR {
         return Err(Error::invalid(

@@ -16,7 +16,6 @@ use crate::error::{Error, IoContext, Result, from_io};
 use crate::fsindex::compare;
 use crate::image::Descriptor;
 use crate::layer::compression::decoder;
-use crate::layer::entry::{WHITEOUT_PREFIX, basename, whiteout_target};
 use crate::layer::{Entry, EntryKind, LayerListing, Meta};
 use crate::writer::rewrite::Written;
 
@@ -126,23 +125,8 @@ fn independent_entry(e: &mut tar::Entry<impl Read>, what: &str) -> Result<Option
         xattrs.sort();
         meta.xattrs = Some(xattrs.into_boxed_slice());
     }
-    if basename(&path).starts_with(WHITEOUT_PREFIX) {
-        return Ok(whiteout_target(&path)
-            .map_err(|m| Error::invalid(what, m))?
-            .map(|(target, opaque)| Entry {
-                path: target.into(),
-                kind: if opaque {
-                    EntryKind::Opaque
-                } else {
-                    EntryKind::Whiteout
-                },
-                meta,
-                size: 0,
-                data_offset: 0,
-                content_hash: None,
-                captured: None,
-                sparse: false,
-            }));
+    if let Some(w) = Entry::from_whiteout_name(&path, &meta, 0) {
+        return w.map_err(|m| Error::invalid(what, m));
     }
     let kind = match etype {
         tar::EntryType::Regular => EntryKind::File,

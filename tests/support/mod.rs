@@ -796,3 +796,19 @@ impl ErrorBlock {
         self.hint.as_deref().unwrap_or("")
     }
 }
+
+/// The paths an optimize report says were removed, without the leading `/`.
+pub fn removed_paths(r: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    r["removed"]["paths"]
+        .as_array()
+        .expect("an optimize report lists removed paths")
+        .iter()
+        .map(|p| {
+            p["path"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches('/')
+                .to_string()
+        })
+        .collect()
+}
