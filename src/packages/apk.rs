@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use super::content::ContentReader;
 use super::dpkg::index_path;
 use super::{Manager, Package, PackageDb};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fsindex::FsIndex;
 
 pub const INSTALLED: &str = "lib/apk/db/installed";
@@ -72,11 +72,9 @@ pub fn read(reader: &ContentReader<'_>, base: &FsIndex) -> Result<Option<Package
     if index.get(INSTALLED).is_none() {
         return Ok(None);
     }
-    let Some(raw) = reader.read(INSTALLED, DB_LIMIT)? else {
+    let Some(text) = reader.read_text(INSTALLED, DB_LIMIT)? else {
         return Ok(None);
     };
-    let text = String::from_utf8(raw)
-        .map_err(|_| Error::invalid(format!("/{INSTALLED}"), "not UTF-8 text"))?;
     let base_names = base
         .get(INSTALLED)
         .and_then(|n| base.captured_text(n))

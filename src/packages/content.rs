@@ -139,4 +139,14 @@ impl<'a> ContentReader<'a> {
             }
         }
     }
+
+    /// A database file as UTF-8 text (dpkg's `status`, apk's `installed`).
+    pub fn read_text(&self, path: &str, limit: u64) -> Result<Option<String>> {
+        self.read(path, limit)?
+            .map(|raw| {
+                String::from_utf8(raw)
+                    .map_err(|_| Error::invalid(format!("/{path}"), "not UTF-8 text"))
+            })
+            .transpose()
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::content::ContentReader;
 use super::{Manager, Package, PackageDb};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fsindex::FsIndex;
 use crate::layer::entry::{basename, parent};
 
@@ -131,11 +131,9 @@ pub fn read(reader: &ContentReader<'_>, base: &FsIndex) -> Result<Option<Package
         return Ok(None);
     }
     // Unreadable: a base layer's file that was not captured (nothing added).
-    let Some(raw) = reader.read(STATUS, DB_LIMIT)? else {
+    let Some(status_text) = reader.read_text(STATUS, DB_LIMIT)? else {
         return Ok(None);
     };
-    let status_text = String::from_utf8(raw)
-        .map_err(|_| Error::invalid(format!("/{STATUS}"), "not UTF-8 text"))?;
     let auto = match reader.read(EXTENDED_STATES, DB_LIMIT)? {
         Some(raw) => {
             let text = String::from_utf8_lossy(&raw).into_owned();
