@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use support::listing::{differences, files};
 use support::{
-    Env, Registry, invoke_handler, layer_descriptors, raw_manifest, realistic_fixture, rootfs,
-    skopeo_copy, umoci_unpack, walk,
+    Env, Registry, assert_success, invoke_handler, layer_descriptors, raw_manifest,
+    realistic_fixture, rootfs, skopeo_copy, umoci_unpack, walk,
 };
 
 #[test]
@@ -305,13 +305,35 @@ fn realistic_lambda_image() {
     assert!(dry["removed"]["bytes"].as_u64().unwrap() > o["removed"]["bytes"].as_u64().unwrap());
 
     // A code-only change: same deps layer digest, only the code layer uploaded.
-    let o2 = env.report(&[
+    // Build 2 shares its apt and pip layers with build 1, so their listings come
+    // from the cache, and the package decision is taken from them as it stands:
+    // no layer is read again, and the same packages go.
+    let out = env.run(&[
         "optimize",
         &format!("{host}/orders/summary:build-2"),
         &format!("{host}/orders/summary:build-2-slim"),
         "--base-image",
         &base,
+        "--offline",
+        "--format",
+        "json",
+        "-v",
     ]);
+    assert_success(&out, "optimize build-2");
+    let o2: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let trace = String::from_utf8_lossy(&out.stderr);
+    assert!(trace.contains("layer listings:"), "{trace}");
+    assert!(!trace.contains("reading the upper layers again"), "{trace}");
+    let removed = |r: &Value| -> Vec<String> {
+        r["os_packages"]["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(removed(&o).len() > 100, "{}", o["os_packages"]);
+    assert_eq!(removed(&o2), removed(&o));
     let layer = |r: &Value, role: &str| {
         r["new_layers"]
             .as_array()

@@ -735,7 +735,7 @@ mod tests {
             data_offset: 0,
             content_hash: None,
             captured: None,
-            sparse: false,
+            program: None,
         };
         let dir = |p: &str| e(p, EntryKind::Dir, 0);
         let file = |p: &str, size| e(p, EntryKind::File, size);

@@ -180,6 +180,8 @@ fn read_all(
                     let mut ro = opts.read.clone();
                     if i >= base_count {
                         ro.spool_dir = opts.spool_dir.clone();
+                        // Which OS packages the function loads is read from these.
+                        ro.programs = ro.spool_dir.is_some();
                     }
                     ro.progress = if ui::quiet() {
                         None
@@ -290,7 +292,7 @@ fn may_pass_through(listing: &LayerListing, entries: &[Entry]) -> bool {
             !matches!(
                 e.kind,
                 EntryKind::Hardlink(_) | EntryKind::Whiteout | EntryKind::Opaque
-            ) && !e.sparse
+            )
         })
 }
 
@@ -339,10 +341,12 @@ pub fn analyze(
             None => Ok(None),
         })
         .collect::<Result<_>>()?;
-    let contents_kept = spools[base_count.min(spools.len())..]
-        .iter()
-        .all(Option::is_some);
-    let reader = crate::packages::content::ContentReader::new(&index, spools);
+    // A layer from the listing cache has no spool, but its listing tells what
+    // its programs load, and the package databases are captured.
+    let programs: Vec<bool> = listings.iter().map(|l| l.programs).collect();
+    let contents_kept =
+        (base_count.min(spools.len())..spools.len()).all(|i| spools[i].is_some() || programs[i]);
+    let reader = crate::packages::content::ContentReader::new(&index, spools, programs, base_count);
     let keep = strip::keep_set(&opts.strip.keep)?;
     let cfg = image.config.config.as_ref();
     let entrypoint: Vec<String> = cfg
@@ -383,6 +387,17 @@ pub fn analyze(
         if vetoed.len() == before || vetoed.len() > 64 {
             break (pp, strip);
         }
+    };
+    // A file the decision needed was neither captured nor spooled (a database
+    // too big to capture, in a layer from the cache): reading again decides.
+    let (package_plan, strip) = match reader.missing() {
+        Some(path) => {
+            ui::trace(|| format!("/{path} is not readable from the cached listing"));
+            let pp = packages::undecided(package_plan);
+            let strip = strip::plan(&index, &classes, &opts.strip, &base_index, &pp.paths)?;
+            (pp, strip)
+        }
+        None => (package_plan, strip),
     };
     drop(reader);
     ui::trace(|| {

@@ -57,7 +57,7 @@ pub struct Edited {
     pub content: Vec<u8>,
 }
 
-const CONTENTS_UNKNOWN: &str =
+pub const CONTENTS_UNKNOWN: &str =
     "the layers' contents were not kept, so what the function loads is unknown";
 
 impl PackagePlan {
@@ -65,6 +65,23 @@ impl PackagePlan {
     /// (their listings came from the cache): reading them again decides.
     pub fn needs_contents(&self) -> bool {
         self.section.as_ref().and_then(|s| s.undecided.as_deref()) == Some(CONTENTS_UNKNOWN)
+    }
+}
+
+/// The same database, nothing decided: what `plan` would have said had the
+/// contents been missing from the start.
+pub fn undecided(p: PackagePlan) -> PackagePlan {
+    let section = p.section.map(|mut s| {
+        s.after = s.before;
+        s.removed.clear();
+        s.kept.clear();
+        s.undecided = Some(CONTENTS_UNKNOWN.into());
+        s
+    });
+    PackagePlan {
+        section,
+        db: p.db,
+        ..PackagePlan::default()
     }
 }
 

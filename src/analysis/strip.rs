@@ -818,7 +818,7 @@ mod link_tests {
             data_offset: 0,
             content_hash: None,
             captured: None,
-            sparse: false,
+            program: None,
         }
     }
 

@@ -87,12 +87,26 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let mut a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
     if a.packages.needs_contents() {
-        // Which OS packages can go is read from database files and ELF headers on
-        // disk; listings from the cache have none. Read the upper layers again, or
-        // the output would depend on what the cache happened to hold.
+        // Cached listings note what every program loads and carry the package
+        // databases, but a database file too big to capture (an rpmdb.sqlite)
+        // is only on disk. Read the upper layers again rather than let the
+        // output depend on what the cache happened to hold.
+        ui::trace(|| {
+            "reading the upper layers again: a package database file was not in the listing cache"
+                .into()
+        });
         opts.cache_upper = false;
         let image = resolve(source.as_ref(), args.read.platform.as_ref())?;
         a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
+    }
+    if let Some(c) = &opts.layer_cache {
+        ui::trace(|| {
+            format!(
+                "layer listings: {} read from the source, {} from the cache",
+                c.reads.load(std::sync::atomic::Ordering::Relaxed),
+                c.hits.load(std::sync::atomic::Ordering::Relaxed)
+            )
+        });
     }
     let plan = Plan::with_options(
         &a,

@@ -30,7 +30,6 @@ pub struct Content {
     /// xxh3-128 of the data (identity for verification, not for security:
     /// the layer digests and diff_ids carry the cryptographic checks).
     pub hash: Option<u128>,
-    pub sparse: bool,
     /// What last happened to a path holding this version.
     last_loss: Option<Loss>,
 }
@@ -110,6 +109,9 @@ pub struct FsIndex {
     pub contents: Vec<Content>,
     /// Captured small-file contents (RECORD, package.json), by content version.
     pub captured: HashMap<ContentId, Box<[u8]>>,
+    /// What each ELF file or script needs to run, by content version (noted
+    /// by the layer reader for spooled layers).
+    pub programs: HashMap<ContentId, Box<crate::layer::program::Program>>,
     pub layers: Vec<LayerChanges>,
     finished: bool,
 }
@@ -358,11 +360,13 @@ impl FsIndex {
                             size: e.size,
                             data_offset: e.data_offset,
                             hash: e.content_hash,
-                            sparse: e.sparse,
                             last_loss: None,
                         });
                         if let Some(c) = e.captured {
                             self.captured.insert(id, c);
+                        }
+                        if let Some(p) = e.program {
+                            self.programs.insert(id, p);
                         }
                         Some(id)
                     } else {
@@ -422,6 +426,7 @@ impl FsIndex {
         }
         // Captured texts of versions no path holds any more are of no use.
         self.captured.retain(|id, _| live[*id as usize]);
+        self.programs.retain(|id, _| live[*id as usize]);
         self.settle_hardlinks();
         for (i, c) in self.contents.iter().enumerate() {
             if live[i] {
@@ -595,7 +600,6 @@ impl FsIndex {
         let mut c = self.contents[old as usize].clone();
         c.size = size;
         c.hash = Some(hash);
-        c.sparse = false;
         self.contents.push(c);
         node.content = Some((self.contents.len() - 1) as ContentId);
     }

@@ -16,7 +16,7 @@ fn e(path: &str, kind: EntryKind, size: u64) -> Entry {
         data_offset: 0,
         content_hash: None,
         captured: None,
-        sparse: false,
+        program: None,
     }
 }
 

@@ -17,7 +17,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::{Compression, Descriptor};
 use crate::transport::Source;
 
-const FORMAT: &str = "coldpress.layer-listing/v1";
+// v2: entries carry what ELF files and scripts need to run (`programs`).
+const FORMAT: &str = "coldpress.layer-listing/v2";
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -28,6 +29,7 @@ struct Stored {
     uncompressed_size: u64,
     compression: Compression,
     entries: Vec<Entry>,
+    programs: bool,
 }
 
 pub struct LayerCache {
@@ -83,6 +85,7 @@ impl LayerCache {
             compression: s.compression,
             entries: s.entries,
             spool: None,
+            programs: s.programs,
         })
     }
 
@@ -95,6 +98,7 @@ impl LayerCache {
             uncompressed_size: l.uncompressed_size,
             compression: l.compression,
             entries: l.entries.clone(),
+            programs: l.programs,
         };
         let json = serde_json::to_vec(&s).expect("listings serialize");
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
@@ -135,6 +139,8 @@ impl LayerCache {
                 || l.entries
                     .iter()
                     .all(|e| e.kind != super::EntryKind::File || e.content_hash.is_some()))
+            // Nor one without program notes a reader that decides OS packages.
+            && (!opts.programs || l.programs)
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(l);

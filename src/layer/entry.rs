@@ -59,8 +59,10 @@ pub struct Entry {
     pub content_hash: Option<u128>,
     /// Contents of small metadata files the analysis reads (dist-info RECORD, package.json).
     pub captured: Option<Box<[u8]>>,
-    /// GNU/PAX sparse files: data is not contiguous in the stream.
-    pub sparse: bool,
+    /// What running this file makes the loader open (ELF dependencies, a
+    /// script's interpreter), noted when the layer was spooled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<Box<super::program::Program>>,
 }
 
 impl Entry {
@@ -87,7 +89,7 @@ impl Entry {
                 data_offset,
                 content_hash: None,
                 captured: None,
-                sparse: false,
+                program: None,
             })
         }))
     }

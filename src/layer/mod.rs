@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod compression;
 pub mod entry;
+pub mod program;
 pub mod read;
 pub mod tar;
 

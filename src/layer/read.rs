@@ -30,6 +30,9 @@ pub struct ReadOptions {
     pub max_layer_bytes: u64,
     /// Refuse a layer with more entries than this (memory grows with entries).
     pub max_entries: usize,
+    /// Note what each ELF file and script needs to run (see [`super::program`]);
+    /// ELF files are only understood when the layer is spooled.
+    pub programs: bool,
     pub progress: Option<ProgressBar>,
 }
 
@@ -41,6 +44,7 @@ impl Default for ReadOptions {
             capture: |_| false,
             max_layer_bytes: 32 << 30,
             max_entries: 2_000_000,
+            programs: false,
             progress: None,
         }
     }
@@ -57,6 +61,9 @@ pub struct LayerListing {
     pub entries: Vec<Entry>,
     /// The uncompressed tar, when spooling was asked for.
     pub spool: Option<tempfile::TempPath>,
+    /// Every ELF file and script carries its [`Entry::program`]: what the
+    /// function loads can be told from this listing alone, without the spool.
+    pub programs: bool,
 }
 
 /// Counts bytes, reports progress, and stops a decompression bomb.
@@ -219,6 +226,7 @@ pub fn read_layer_from(
         )
     });
     let (entries, uncompressed_size) = parsed?;
+    let programs = opts.programs && spool_path.is_some();
     Ok(LayerListing {
         digest: desc.digest.clone(),
         diff_id: diff_id.clone(),
@@ -227,6 +235,7 @@ pub fn read_layer_from(
         compression: if desc.size == 0 { declared } else { sniffed },
         entries,
         spool: spool_path,
+        programs,
     })
 }
 
@@ -314,8 +323,12 @@ fn parse(
     let mut capture_budget = CAPTURE_BUDGET;
     let mut tar = TarReader::new(tee);
     let mut entries = Vec::new();
+    let mut elf = Vec::new();
     while let Some(h) = tar.next_header().map_err(|e| tar_error(what, e))? {
-        if let Some(entry) = convert(h, &mut tar, opts, what, &mut capture_budget)? {
+        if let Some((entry, is_elf)) = convert(h, &mut tar, opts, what, &mut capture_budget)? {
+            if is_elf {
+                elf.push(entries.len());
+            }
             if entries.len() >= opts.max_entries {
                 return Err(Error::invalid(
                     what,
@@ -334,6 +347,9 @@ fn parse(
     io::copy(&mut rest, &mut io::sink()).map_err(|e| from_io(what, e))?;
     if let Some(mut f) = rest.out.take() {
         f.flush().with_ctx(|| format!("{what}: writing spool"))?;
+        if opts.programs {
+            read_dynamic_sections(f.get_ref(), &mut entries, &elf);
+        }
     }
     Ok((entries, rest.inner.count))
 }
@@ -346,15 +362,28 @@ fn tar_error(what: &str, e: TarError) -> Error {
     }
 }
 
+/// ELF files were recognised by their first bytes while streaming; their
+/// dynamic sections are read from the spool, where seeking is possible. A
+/// static or unreadable ELF file needs nothing and gets no note.
+fn read_dynamic_sections(spool: &File, entries: &mut [Entry], elf: &[usize]) {
+    for &i in elf {
+        let e = &mut entries[i];
+        let slice = super::program::SpoolSlice::new(spool, e.data_offset, e.size);
+        e.program =
+            super::program::dynamic(slice).map(|d| Box::new(super::program::Program::Elf(d)));
+    }
+}
+
 /// Turn one header into an [`Entry`], reading (hashing, capturing) its data, or
-/// `None` for entries that carry no file (AUFS bookkeeping).
+/// `None` for entries that carry no file (AUFS bookkeeping). The flag says the
+/// entry is an ELF file whose dynamic section is still to be read.
 fn convert(
     h: Header,
     data: &mut impl Read,
     opts: &ReadOptions,
     what: &str,
     capture_budget: &mut u64,
-) -> Result<Option<Entry>> {
+) -> Result<Option<(Entry, bool)>> {
     let path = normalize_path(&h.name)
         .map_err(|m| Error::invalid(what, format!("hostile tar entry: {m}")))?;
     let int = |v: i64, field: &str| -> Result<u64> {
@@ -388,7 +417,9 @@ fn convert(
     let data_offset = h.data_offset;
 
     if let Some(w) = Entry::from_whiteout_name(&path, &meta, data_offset) {
-        return w.map_err(|m| Error::invalid(what, m));
+        return w
+            .map(|e| e.map(|e| (e, false)))
+            .map_err(|m| Error::invalid(what, m));
     }
     if path.is_empty() && h.typeflag != flag::DIR {
         return Err(Error::invalid(
@@ -458,15 +489,18 @@ fn convert(
 
     let mut content_hash = None;
     let mut captured = None;
+    let mut program = None;
+    let mut is_elf = false;
     if kind == EntryKind::File {
         // Kept in memory, so bounded per layer whatever the layer's size.
         let capture = size <= CAPTURE_MAX && size <= *capture_budget && (opts.capture)(&path);
         if capture {
             *capture_budget -= size;
         }
-        if capture || opts.hash_contents {
+        if capture || opts.hash_contents || opts.programs {
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut keep = Vec::new();
+            let mut head = Vec::new();
             let mut buf = [0u8; 64 * 1024];
             loop {
                 let n = data
@@ -481,6 +515,15 @@ fn convert(
                 if capture {
                     keep.extend_from_slice(&buf[..n]);
                 }
+                if opts.programs && head.len() < super::program::HEAD {
+                    let take = n.min(super::program::HEAD - head.len());
+                    head.extend_from_slice(&buf[..take]);
+                }
+            }
+            match super::program::from_head(&head) {
+                Some(Some(p)) => program = Some(Box::new(p)),
+                Some(None) => is_elf = true,
+                None => {}
             }
             if opts.hash_contents {
                 content_hash = Some(hasher.digest128());
@@ -490,16 +533,19 @@ fn convert(
             }
         }
     }
-    Ok(Some(Entry {
-        path: path.into(),
-        size: if kind == EntryKind::File { size } else { 0 },
-        kind,
-        meta,
-        data_offset,
-        content_hash,
-        captured,
-        sparse: false,
-    }))
+    Ok(Some((
+        Entry {
+            path: path.into(),
+            size: if kind == EntryKind::File { size } else { 0 },
+            kind,
+            meta,
+            data_offset,
+            content_hash,
+            captured,
+            program,
+        },
+        is_elf,
+    )))
 }
 
 /// Open a spooled layer for random access.

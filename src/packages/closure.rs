@@ -10,12 +10,12 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::content::{Bytes, ContentReader};
-use super::elf::{self, Dynamic};
+use super::content::ContentReader;
 use super::seeds::seed_reason;
 use super::{Package, PackageDb};
 use crate::error::Result;
 use crate::layer::entry::{FileType, basename, parent};
+use crate::layer::program::{Dynamic, Program};
 
 /// Default library directories of ld.so (64- and 32-bit, multiarch first).
 const DEFAULT_LIB_DIRS: &[&str] = &[
@@ -139,17 +139,9 @@ impl Walk<'_, '_> {
         let Some(real) = self.reader.index.resolve(path) else {
             return Ok(Vec::new());
         };
-        let Some(head) = self.reader.head(&real, 256)? else {
-            return Ok(Vec::new());
-        };
         let mut out = Vec::new();
-        if head.starts_with(elf::MAGIC) {
-            let dynamic = match self.reader.open(&real) {
-                Some(Bytes::Spool(s)) => elf::dynamic(s),
-                Some(Bytes::Captured(b)) => elf::dynamic(std::io::Cursor::new(b)),
-                None => None,
-            };
-            if let Some(d) = dynamic {
+        match self.reader.program(&real)? {
+            Some(Program::Elf(d)) => {
                 let origin = parent(&real).to_string();
                 for name in &d.needed {
                     if let Some(lib) = self.find_library(name, &origin, &d) {
@@ -157,21 +149,21 @@ impl Walk<'_, '_> {
                     }
                 }
             }
-        } else if let Some(line) = head.strip_prefix(b"#!") {
-            let line = String::from_utf8_lossy(line);
-            let line = line.lines().next().unwrap_or("").trim();
-            let mut words = line.split_whitespace();
-            if let Some(interp) = words.next() {
-                let interp = interp.trim_start_matches('/').to_string();
-                out.push((interp.clone(), format!("/{real} runs /{interp}")));
-                // `#!/usr/bin/env python3`: the program env starts, found on PATH.
-                if basename(&interp) == "env"
-                    && let Some(prog) = words.find(|w| !w.starts_with('-'))
-                    && let Some(p) = self.on_path(prog)
-                {
-                    out.push((p.clone(), format!("/{real} runs {prog} (/{p})")));
+            Some(Program::Script(line)) => {
+                let mut words = line.split_whitespace();
+                if let Some(interp) = words.next() {
+                    let interp = interp.trim_start_matches('/').to_string();
+                    out.push((interp.clone(), format!("/{real} runs /{interp}")));
+                    // `#!/usr/bin/env python3`: the program env starts, found on PATH.
+                    if basename(&interp) == "env"
+                        && let Some(prog) = words.find(|w| !w.starts_with('-'))
+                        && let Some(p) = self.on_path(prog)
+                    {
+                        out.push((p.clone(), format!("/{real} runs {prog} (/{p})")));
+                    }
                 }
             }
+            None => {}
         }
         Ok(out)
     }
@@ -452,7 +444,7 @@ mod tests {
             data_offset: 0,
             content_hash: None,
             captured: None,
-            sparse: false,
+            program: None,
         }
     }
 
@@ -500,7 +492,7 @@ mod tests {
     #[test]
     fn libraries_resolve_in_ld_so_order() {
         let ix = index();
-        let reader = ContentReader::new(&ix, Vec::new());
+        let reader = ContentReader::new(&ix, Vec::new(), Vec::new(), 0);
         let plain = Dynamic::default();
         let w = walk(&reader, &[]);
         // Default directories, through the link.

@@ -2,62 +2,27 @@
 //! reader kept one, otherwise straight from the spooled layer, by offset, a
 //! buffer at a time (a layer is never loaded whole).
 
+use std::cell::RefCell;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::io::Read;
 
 use crate::error::{Error, Result};
 use crate::fsindex::FsIndex;
 use crate::layer::entry::FileType;
+pub use crate::layer::program::SpoolSlice;
+use crate::layer::program::{self, Program};
 
 pub struct ContentReader<'a> {
     pub index: &'a FsIndex,
     /// Per source layer, its spooled uncompressed tar, when there is one.
     pub spools: Vec<Option<File>>,
-}
-
-/// A file's bytes inside a spool, readable and seekable on their own.
-pub struct SpoolSlice<'a> {
-    file: &'a File,
-    start: u64,
-    len: u64,
-    pos: u64,
-}
-
-impl Read for SpoolSlice<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.len {
-            return Ok(0);
-        }
-        let n = (buf.len() as u64).min(self.len - self.pos) as usize;
-        let got = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
-        if got == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "spool ended early",
-            ));
-        }
-        self.pos += got as u64;
-        Ok(got)
-    }
-}
-
-impl Seek for SpoolSlice<'_> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let new = match to {
-            SeekFrom::Start(n) => n as i128,
-            SeekFrom::End(d) => self.len as i128 + d as i128,
-            SeekFrom::Current(d) => self.pos as i128 + d as i128,
-        };
-        if new < 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start",
-            ));
-        }
-        self.pos = new as u64;
-        Ok(self.pos)
-    }
+    /// Per source layer, whether its listing notes every program's needs.
+    programs: Vec<bool>,
+    /// Layers from here on are the image's own (the base's are not read).
+    upper_from: usize,
+    /// The first file of an upper layer that was asked for but could not be
+    /// read (its layer came from the cache and it was not captured).
+    missing: RefCell<Option<String>>,
 }
 
 /// Where a file's bytes are.
@@ -67,8 +32,75 @@ pub enum Bytes<'a> {
 }
 
 impl<'a> ContentReader<'a> {
-    pub fn new(index: &'a FsIndex, spools: Vec<Option<File>>) -> Self {
-        ContentReader { index, spools }
+    pub fn new(
+        index: &'a FsIndex,
+        spools: Vec<Option<File>>,
+        programs: Vec<bool>,
+        upper_from: usize,
+    ) -> Self {
+        ContentReader {
+            index,
+            spools,
+            programs,
+            upper_from,
+            missing: RefCell::new(None),
+        }
+    }
+
+    /// An upper-layer file that was needed but unreadable, if any: decisions
+    /// made with this reader are then incomplete.
+    pub fn missing(&self) -> Option<String> {
+        self.missing.borrow().clone()
+    }
+
+    fn note_missing(&self, layer: u16, path: &str) {
+        if layer as usize >= self.upper_from {
+            self.missing
+                .borrow_mut()
+                .get_or_insert_with(|| path.to_string());
+        }
+    }
+
+    /// What running `path` (after following symlinks) makes the loader open:
+    /// from the layer listing's note, or read from the spool.
+    pub fn program(&self, path: &str) -> Result<Option<Program>> {
+        let Some(real) = self.index.resolve(path) else {
+            return Ok(None);
+        };
+        let Some(id) = self
+            .index
+            .get(&real)
+            .filter(|n| n.ftype == FileType::File)
+            .and_then(|n| n.content)
+        else {
+            return Ok(None);
+        };
+        if let Some(p) = self.index.programs.get(&id) {
+            return Ok(Some((**p).clone()));
+        }
+        if self
+            .programs
+            .get(self.index.content(id).layer as usize)
+            .copied()
+            .unwrap_or(false)
+        {
+            // The listing notes every program: this file is none.
+            return Ok(None);
+        }
+        let Some(head) = self.head(&real, program::HEAD)? else {
+            return Ok(None);
+        };
+        Ok(match program::from_head(&head) {
+            Some(Some(p)) => Some(p),
+            Some(None) => match self.open(&real) {
+                Some(Bytes::Spool(s)) => program::dynamic(s).map(Program::Elf),
+                Some(Bytes::Captured(b)) => {
+                    program::dynamic(std::io::Cursor::new(b)).map(Program::Elf)
+                }
+                None => None,
+            },
+            None => None,
+        })
     }
 
     /// A regular file's bytes (after following symlinks), or `None` when the
@@ -84,16 +116,11 @@ impl<'a> ContentReader<'a> {
             return Some(Bytes::Captured(b));
         }
         let c = self.index.content(id);
-        if c.sparse {
+        let Some(file) = self.spools.get(c.layer as usize).and_then(Option::as_ref) else {
+            self.note_missing(c.layer, &real);
             return None;
-        }
-        let file = self.spools.get(c.layer as usize)?.as_ref()?;
-        Some(Bytes::Spool(SpoolSlice {
-            file,
-            start: c.data_offset,
-            len: c.size,
-            pos: 0,
-        }))
+        };
+        Some(Bytes::Spool(SpoolSlice::new(file, c.data_offset, c.size)))
     }
 
     /// Whether the content of `path` can be read.

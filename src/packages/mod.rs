@@ -11,7 +11,6 @@ pub mod apk;
 pub mod closure;
 pub mod content;
 pub mod dpkg;
-pub mod elf;
 pub mod rpm;
 pub mod seeds;
 

@@ -62,6 +62,7 @@ pub fn read_back(desc: &Descriptor, w: &Written) -> Result<LayerListing> {
         compression: w.layer.compression,
         entries,
         spool: None,
+        programs: false,
     })
 }
 
@@ -166,7 +167,7 @@ fn independent_entry(e: &mut tar::Entry<impl Read>, what: &str) -> Result<Option
         data_offset: 0,
         content_hash,
         captured: None,
-        sparse: false,
+        program: None,
     }))
 }
 

@@ -258,6 +258,7 @@ pub fn produce_all(
                         compression: l.compression,
                         entries: entries.clone(),
                         spool: None,
+                        programs: false,
                     },
                 )
             });
@@ -311,6 +312,7 @@ fn reuse(class: Class, hit: &Hit, w: Settings, sink: &dyn Sink, memos: &Memos) -
             compression: w.compression,
             entries: entries.clone(),
             spool: None,
+            programs: false,
         }),
         (None, true) => {
             let from = from.expect("a memo without a listing comes from the reuse image");

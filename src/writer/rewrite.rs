@@ -152,12 +152,6 @@ pub fn write_layer(
                 }
                 FileType::File => {
                     let c = a.index.content(n.content.expect("files have content"));
-                    if c.sparse {
-                        return Err(Error::unsupported(
-                            format!("/{p}"),
-                            "sparse files cannot be rewritten yet",
-                        ));
-                    }
                     let file = spools.files[c.layer as usize].as_ref().ok_or_else(|| {
                         Error::invalid(format!("/{p}"), "content of a layer that was not spooled")
                     })?;
