@@ -95,7 +95,7 @@ pub const CATALOG: &[(&str, &str)] = &[
 ];
 
 fn mb(b: u64) -> String {
-    crate::report::human_bytes(b)
+    crate::units::human_bytes(b)
 }
 
 pub fn compute(a: &Analysis) -> Vec<Finding> {
