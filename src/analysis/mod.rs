@@ -21,7 +21,7 @@ use crate::transport::resolve::ResolvedImage;
 use crate::ui;
 
 pub use classify::{Class, Classification};
-pub use findings::{Finding, Severity};
+pub use findings::{Finding, FindingId, Severity};
 pub use strip::{Profile, StripOptions, StripPlan};
 
 #[derive(Clone)]

@@ -88,7 +88,7 @@ pub fn fail_on(report: &Report, level: Option<FailOn>) -> Result<()> {
         .findings
         .iter()
         .filter(|f| f.severity >= min)
-        .map(|f| f.id)
+        .map(|f| f.id.as_str())
         .collect();
     if hits.is_empty() {
         return Ok(());
