@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::analysis::Profile;
 use crate::image::Platform;
+use crate::units::parse_size;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -309,33 +310,6 @@ pub struct SmokeArgs {
 #[derive(Args, Debug)]
 pub struct SandboxExecArgs {
     pub spec: PathBuf,
-}
-
-/// `150MB`, `100MiB`, `1.5GB`, `12345` → bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (e.g. 150MB, 100MiB, 2GB)"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" | "k" => 1e3,
-        "mb" | "m" => 1e6,
-        "gb" | "g" => 1e9,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        u => {
-            return Err(format!(
-                "unknown size unit '{u}' (use B, KB, MB, GB, KiB, MiB, GiB)"
-            ));
-        }
-    };
-    Ok((n * mult) as u64)
 }
 
 #[derive(Args, Debug)]

@@ -242,7 +242,7 @@ impl Classification {
             Reason::AssetExtension => "a data or model file (by its extension), kept apart from the code that changes on every deploy".into(),
             Reason::AssetSize => format!(
                 "a non-source file of {} or more (--assets-threshold), kept apart from the code",
-                crate::report::human_bytes(self.assets.threshold)
+                crate::units::human_bytes(self.assets.threshold)
             ),
             Reason::AssetGlob(i) => format!(
                 "matched --assets {}",

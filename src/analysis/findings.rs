@@ -1,7 +1,9 @@
 //! Lints with stable ids: what makes this image slow to start or rejected by
 //! Lambda. The ids are part of the report schema; never renumber or reuse them.
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
 
 use super::Analysis;
 use super::classify::Class;
@@ -18,7 +20,7 @@ pub enum Severity {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
-    pub id: &'static str,
+    pub id: FindingId,
     pub severity: Severity,
     pub message: String,
 }
@@ -31,76 +33,80 @@ pub const ZIP_THRESHOLD: u64 = 50 * MIB;
 pub const LARGE_CODE: u64 = 5 * MIB;
 pub const WASTE_THRESHOLD: u64 = MIB;
 
-/// Every finding id with its one-line meaning (docs/findings.md is checked against it).
-pub const CATALOG: &[(&str, &str)] = &[
-    (
-        "index-manifest",
-        "the reference is an image index / manifest list; Lambda needs a single-platform manifest",
-    ),
-    (
-        "attestation-manifests",
-        "the index carries provenance/SBOM attestation manifests (BuildKit default); Lambda rejects it",
-    ),
-    (
-        "over-10-gib",
-        "over 10 GiB uncompressed; Lambda rejects images this large",
-    ),
-    (
-        "docker-uncompressed-layer",
-        "uncompressed layer with a Docker media type; Lambda rejects it (UnsupportedImageLayerDetected)",
-    ),
-    (
-        "hardlinks",
-        "layers with hard-link entries, a reported cause of UnsupportedImageLayerDetected",
-    ),
-    (
-        "missing-parent-dirs",
-        "layers without entries for parent directories (Lambda: MissingParentDirectory)",
-    ),
-    (
-        "no-lambda-base",
-        "not on an official AWS Lambda base image; nothing is shared with Lambda's cache",
-    ),
-    (
-        "stale-base",
-        "an older build of a Lambda base; fewer functions share it, so fewer of its bytes are cached",
-    ),
-    ("build-tools", "compilers and build tools are in the image"),
-    ("code-not-last", "function code is not in the last layer"),
-    (
-        "deps-after-code",
-        "a dependency layer comes after a code layer: every code change invalidates it",
-    ),
-    (
-        "large-code-layer",
-        "the function code is large for a layer that changes on every deploy",
-    ),
-    (
-        "assets-with-code",
-        "model or data files share a layer with the code: every deploy re-uploads them",
-    ),
-    (
-        "x86-64",
-        "x86_64 image; arm64 (Graviton) costs less per GB-second",
-    ),
-    (
-        "small-function",
-        "little function content; a .zip package may start faster",
-    ),
-    (
-        "wasted-bytes",
-        "bytes shipped in layers but shadowed or deleted by later layers",
-    ),
-    ("strippable", "content a rewrite would remove"),
-];
+/// Declares [`FindingId`] from one table, so its list ([`FindingId::ALL`]), its ids
+/// and its meanings cannot drift apart: a finding `compute` can emit is in `ALL`,
+/// and a test checks each one against docs/findings.md.
+macro_rules! finding_ids {
+    ($($variant:ident = $id:literal: $meaning:literal,)*) => {
+        /// A finding's stable id. The ids are part of the report schema: never
+        /// rename or reuse one.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum FindingId {
+            $(#[doc = $meaning] $variant,)*
+        }
+
+        impl FindingId {
+            /// Every id, in catalog order.
+            pub const ALL: &[FindingId] = &[$(FindingId::$variant,)*];
+
+            /// The id as reports and docs/findings.md spell it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(FindingId::$variant => $id,)*
+                }
+            }
+
+            /// One line on what the finding means.
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(FindingId::$variant => $meaning,)*
+                }
+            }
+        }
+    };
+}
+
+finding_ids! {
+    IndexManifest = "index-manifest": "the reference is an image index / manifest list; Lambda needs a single-platform manifest",
+    AttestationManifests = "attestation-manifests": "the index carries provenance/SBOM attestation manifests (BuildKit default); Lambda rejects it",
+    Over10Gib = "over-10-gib": "over 10 GiB uncompressed; Lambda rejects images this large",
+    DockerUncompressedLayer = "docker-uncompressed-layer": "uncompressed layer with a Docker media type; Lambda rejects it (UnsupportedImageLayerDetected)",
+    Hardlinks = "hardlinks": "layers with hard-link entries, a reported cause of UnsupportedImageLayerDetected",
+    MissingParentDirs = "missing-parent-dirs": "layers without entries for parent directories (Lambda: MissingParentDirectory)",
+    NoLambdaBase = "no-lambda-base": "not on an official AWS Lambda base image; nothing is shared with Lambda's cache",
+    StaleBase = "stale-base": "an older build of a Lambda base; fewer functions share it, so fewer of its bytes are cached",
+    BuildTools = "build-tools": "compilers and build tools are in the image",
+    CodeNotLast = "code-not-last": "function code is not in the last layer",
+    DepsAfterCode = "deps-after-code": "a dependency layer comes after a code layer: every code change invalidates it",
+    LargeCodeLayer = "large-code-layer": "the function code is large for a layer that changes on every deploy",
+    AssetsWithCode = "assets-with-code": "model or data files share a layer with the code: every deploy re-uploads them",
+    X86_64 = "x86-64": "x86_64 image; arm64 (Graviton) costs less per GB-second",
+    SmallFunction = "small-function": "little function content; a .zip package may start faster",
+    WastedBytes = "wasted-bytes": "bytes shipped in layers but shadowed or deleted by later layers",
+    Strippable = "strippable": "content a rewrite would remove",
+}
+
+impl fmt::Display for FindingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, not `write_str`: the text report aligns ids in a column.
+        f.pad(self.as_str())
+    }
+}
+
+/// Serialized as its id string, so the JSON report is what it was with strings.
+impl Serialize for FindingId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 fn mb(b: u64) -> String {
-    crate::report::human_bytes(b)
+    crate::units::human_bytes(b)
 }
 
 pub fn compute(a: &Analysis) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mut push = |id: &'static str, severity, message: String| {
+    let mut push = |id: FindingId, severity, message: String| {
         out.push(Finding {
             id,
             severity,
@@ -110,7 +116,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
 
     if let Some(idx) = &a.image.index {
         push(
-            "index-manifest",
+            FindingId::IndexManifest,
             Severity::Error,
             format!(
                 "the reference names an index ({} platforms); deploy the single-platform manifest {} instead",
@@ -120,7 +126,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
         );
         if idx.attestations > 0 {
             push(
-                "attestation-manifests",
+                FindingId::AttestationManifests,
                 Severity::Error,
                 format!(
                     "the index holds {} attestation manifest(s); build with --provenance=false --sbom=false",
@@ -132,7 +138,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
     let uncompressed: u64 = a.layers.iter().map(|l| l.uncompressed_size).sum();
     if uncompressed > LAMBDA_MAX_UNCOMPRESSED {
         push(
-            "over-10-gib",
+            FindingId::Over10Gib,
             Severity::Error,
             format!(
                 "{} uncompressed; Lambda's limit is 10 GiB",
@@ -148,7 +154,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
             .count();
         if n > 0 {
             push(
-                "docker-uncompressed-layer",
+                FindingId::DockerUncompressedLayer,
                 Severity::Error,
                 format!(
                     "{n} layer(s) are uncompressed with media type {}",
@@ -167,7 +173,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
     if !with_links.is_empty() {
         let total: u64 = a.layers.iter().map(|l| l.changes.hardlinks).sum();
         push(
-            "hardlinks",
+            FindingId::Hardlinks,
             Severity::Warning,
             format!(
                 "{total} hard-link entries in layer(s) {}",
@@ -184,7 +190,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
         .collect();
     if !missing.is_empty() {
         push(
-            "missing-parent-dirs",
+            FindingId::MissingParentDirs,
             Severity::Warning,
             format!(
                 "layer(s) {} lack entries for some parent directories",
@@ -194,12 +200,12 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
     }
     match &a.base {
         None => push(
-            "no-lambda-base",
+            FindingId::NoLambdaBase,
             Severity::Warning,
             "no known AWS Lambda base image matched; every layer is fetched on a cold start".into(),
         ),
         Some(b) if b.origin != "catalog" => push(
-            "no-lambda-base",
+            FindingId::NoLambdaBase,
             Severity::Info,
             format!(
                 "the base {} is a --base-image, not an official AWS Lambda base",
@@ -224,7 +230,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
                 b.newer.as_ref().map_or("unknown".into(), |d| d.to_string())
             )
         };
-        push("stale-base", Severity::Warning, msg);
+        push(FindingId::StaleBase, Severity::Warning, msg);
     }
     let toolchain = a.strip.by_rule.get("build-toolchain");
     let packages = a.strip.by_rule.get(super::packages::RULE.0);
@@ -233,7 +239,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
         let bytes = toolchain.map_or(0, |c| c.bytes) + packages.map_or(0, |c| c.bytes);
         let removed = a.packages.section.as_ref().map_or(0, |s| s.removed.len());
         push(
-            "build-tools",
+            FindingId::BuildTools,
             Severity::Warning,
             if removed > 0 {
                 format!(
@@ -251,7 +257,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
     let deps_layers: Vec<usize> = layers_with(a, Class::Deps);
     if code_layers.iter().any(|&l| l != last) {
         push(
-            "code-not-last",
+            FindingId::CodeNotLast,
             Severity::Warning,
             format!(
                 "function code is in layer(s) {}, not only in the last layer ({last})",
@@ -263,7 +269,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
         && last_deps > first_code
     {
         push(
-            "deps-after-code",
+            FindingId::DepsAfterCode,
             Severity::Warning,
             format!(
                 "dependencies in layer {last_deps} come after code in layer {first_code}: every code change rebuilds and re-uploads them"
@@ -273,7 +279,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
     let code = a.class_totals(Class::Code);
     if code.bytes > LARGE_CODE {
         push(
-            "large-code-layer",
+            FindingId::LargeCodeLayer,
             Severity::Warning,
             format!(
                 "{} of function code changes with every deploy",
@@ -292,7 +298,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
             .map(|c| c.bytes)
             .sum();
         push(
-            "assets-with-code",
+            FindingId::AssetsWithCode,
             Severity::Warning,
             format!(
                 "{} of model/data files share layer(s) {} with the code: every deploy re-uploads them (optimize gives them their own layer)",
@@ -303,7 +309,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
     }
     if a.image.platform.architecture == "amd64" {
         push(
-            "x86-64",
+            FindingId::X86_64,
             Severity::Info,
             "x86_64 image: arm64 (Graviton) has up to 34% better price-performance on Lambda"
                 .into(),
@@ -315,7 +321,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
         + a.class_totals(Class::System).bytes;
     if a.base.is_some() && function < ZIP_THRESHOLD {
         push(
-            "small-function",
+            FindingId::SmallFunction,
             Severity::Info,
             format!(
                 "only {} of function content on top of the base; a .zip package may start faster",
@@ -326,7 +332,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
     let wasted = a.index.wasted_bytes();
     if wasted >= WASTE_THRESHOLD {
         push(
-            "wasted-bytes",
+            FindingId::WastedBytes,
             Severity::Warning,
             format!(
                 "{} in layers are shadowed or deleted by later layers",
@@ -336,7 +342,7 @@ pub fn compute(a: &Analysis) -> Vec<Finding> {
     }
     if a.strip.total.files > 0 {
         push(
-            "strippable",
+            FindingId::Strippable,
             Severity::Info,
             format!(
                 "{} files ({}) could be removed: {}",
@@ -373,14 +379,42 @@ fn list(v: &[usize]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::FindingId;
+
+    const DOC: &str = include_str!("../../docs/findings.md");
+
+    /// `compute` can only emit a `FindingId`, and `ALL` holds every one (the macro
+    /// writes both from one table), so this covers every finding a report can carry.
     #[test]
-    fn every_finding_is_documented() {
-        let doc = include_str!("../../docs/findings.md");
-        for (id, _) in super::CATALOG {
+    fn every_finding_id_is_documented() {
+        for id in FindingId::ALL {
             assert!(
-                doc.contains(&format!("`{id}`")),
+                DOC.contains(&format!("| `{id}` |")),
                 "docs/findings.md lacks {id}"
             );
         }
+    }
+
+    #[test]
+    fn every_documented_finding_id_exists() {
+        let documented: Vec<&str> = DOC
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .collect();
+        let ids: Vec<&str> = FindingId::ALL.iter().map(|id| id.as_str()).collect();
+        assert_eq!(
+            documented, ids,
+            "docs/findings.md lists other ids, or in another order"
+        );
+    }
+
+    #[test]
+    fn ids_serialize_as_their_strings() {
+        assert_eq!(
+            serde_json::to_string(&FindingId::X86_64).unwrap(),
+            r#""x86-64""#
+        );
+        assert_eq!(format!("{:<8}|", FindingId::Hardlinks), "hardlinks|");
+        assert_eq!(format!("{:<12}|", FindingId::Hardlinks), "hardlinks   |");
     }
 }

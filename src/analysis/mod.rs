@@ -14,14 +14,14 @@ use crate::catalog::{BaseMatch, Catalog, CatalogStatus};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::fsindex::{Count, FsIndex, LayerChanges};
-use crate::image::resolve::ResolvedImage;
 use crate::image::{Compression, Descriptor};
 use crate::layer::{Entry, EntryKind, LayerListing, ReadOptions, read_layer};
 use crate::transport::Source;
+use crate::transport::resolve::ResolvedImage;
 use crate::ui;
 
 pub use classify::{Class, Classification};
-pub use findings::{Finding, Severity};
+pub use findings::{Finding, FindingId, Severity};
 pub use strip::{Profile, StripOptions, StripPlan};
 
 #[derive(Clone)]

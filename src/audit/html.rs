@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::summary::Summary;
-use crate::report::human_bytes;
+use crate::units::human_bytes;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")

@@ -19,12 +19,12 @@ use crate::analysis::{self, AnalyzeOptions};
 use crate::catalog::Catalog;
 use crate::error::{Error, IoContext, RegistryErrorKind, Result};
 use crate::image::Platform;
-use crate::image::resolve::{ResolvedImage, resolve};
 use crate::layer::cache::LayerCache;
 use crate::reference::RegistryRef;
 use crate::report::Report;
 use crate::transport::TransportOptions;
 use crate::transport::registry::{RegistrySource, client_for};
+use crate::transport::resolve::{ResolvedImage, resolve};
 use crate::ui;
 
 pub const ROWS: &str = "audit.jsonl";
@@ -367,7 +367,7 @@ pub fn run(opts: &AuditOptions, catalog: &Catalog) -> Result<RunStats> {
     stats.layers_read = cache.reads.load(Ordering::Relaxed);
     stats.layers_cached = cache.hits.load(Ordering::Relaxed);
     let shard = opts.shard.map(|s| s.to_string());
-    summary::write_outputs(
+    write_outputs(
         &opts.output,
         &opts.registry,
         shard.as_deref(),
@@ -445,9 +445,28 @@ pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<usize> {
         text.push_str(&serde_json::to_string(r).expect("rows serialize"));
         text.push('\n');
     }
-    crate::transport::oci_layout::write_atomic(&output.join(ROWS), text.as_bytes())?;
-    summary::write_outputs(output, &registry, None, &rows)?;
+    crate::fsutil::write_atomic(&output.join(ROWS), text.as_bytes())?;
+    write_outputs(output, &registry, None, &rows)?;
     Ok(rows.len())
+}
+
+/// `summary.json`, `summary.md` and `index.html` from the rows of an audit.
+pub fn write_outputs(
+    dir: &Path,
+    registry: &str,
+    shard: Option<&str>,
+    rows: &[Value],
+) -> Result<summary::Summary> {
+    let s = summary::summarize(registry, shard, rows);
+    crate::fsutil::write_atomic(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&s)
+            .expect("summaries serialize")
+            .as_bytes(),
+    )?;
+    crate::fsutil::write_atomic(&dir.join("summary.md"), summary::markdown(&s).as_bytes())?;
+    crate::fsutil::write_atomic(&dir.join("index.html"), html::page(&s, rows).as_bytes())?;
+    Ok(s)
 }
 
 #[cfg(test)]

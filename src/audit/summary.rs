@@ -1,14 +1,13 @@
-//! `summary.json`, `summary.md` and `index.html` from the rows of an audit.
+//! The summary of an audit's rows (`summary.json`) and its Markdown (`summary.md`).
+//! The HTML page (`html`) renders the same summary; `write_outputs` in the module
+//! root writes all three, so neither renderer depends on the other.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::Result;
-use crate::report::human_bytes;
-use crate::transport::oci_layout::write_atomic;
+use crate::units::human_bytes;
 
 pub const SCHEMA: &str = "coldpress.audit/v1";
 
@@ -220,25 +219,4 @@ fn group_row(name: &str, g: &Group) -> String {
         human_bytes(g.cold_start_bytes.now),
         human_bytes(g.cold_start_bytes.after_slimming)
     )
-}
-
-pub fn write_outputs(
-    dir: &Path,
-    registry: &str,
-    shard: Option<&str>,
-    rows: &[Value],
-) -> Result<Summary> {
-    let s = summarize(registry, shard, rows);
-    write_atomic(
-        &dir.join("summary.json"),
-        serde_json::to_string_pretty(&s)
-            .expect("summaries serialize")
-            .as_bytes(),
-    )?;
-    write_atomic(&dir.join("summary.md"), markdown(&s).as_bytes())?;
-    write_atomic(
-        &dir.join("index.html"),
-        super::html::page(&s, rows).as_bytes(),
-    )?;
-    Ok(s)
 }

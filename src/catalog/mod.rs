@@ -315,7 +315,7 @@ impl Catalog {
                 let _ = std::fs::create_dir_all(dir);
             }
             let bytes = serde_json::to_vec_pretty(&cache).expect("cache serializes");
-            if let Err(e) = crate::transport::oci_layout::write_atomic(p, &bytes) {
+            if let Err(e) = crate::fsutil::write_atomic(p, &bytes) {
                 ui::warn(&format!(
                     "could not write the base cache: {}",
                     crate::error::Chain(&e)

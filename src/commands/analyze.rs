@@ -6,10 +6,10 @@ use crate::analysis;
 use crate::catalog::Catalog;
 use crate::cli::{AnalyzeArgs, FailOn, Format};
 use crate::error::{Error, IoContext, Result};
-use crate::image::resolve::resolve;
 use crate::reference::ImageRef;
 use crate::report::{Report, render_markdown, render_text};
 use crate::transport;
+use crate::transport::resolve::resolve;
 
 pub fn run(args: &AnalyzeArgs) -> Result<()> {
     let r = ImageRef::parse(&args.image)?;
@@ -44,7 +44,7 @@ pub fn emit(
 ) -> Result<()> {
     let json = || serde_json::to_string_pretty(report).expect("reports serialize");
     if let Some(path) = file {
-        crate::transport::oci_layout::write_atomic(path, json().as_bytes())?;
+        crate::fsutil::write_atomic(path, json().as_bytes())?;
     }
     let mut out = std::io::stdout().lock();
     let text = match format {
@@ -88,7 +88,7 @@ pub fn fail_on(report: &Report, level: Option<FailOn>) -> Result<()> {
         .findings
         .iter()
         .filter(|f| f.severity >= min)
-        .map(|f| f.id)
+        .map(|f| f.id.as_str())
         .collect();
     if hits.is_empty() {
         return Ok(());

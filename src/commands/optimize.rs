@@ -12,21 +12,21 @@ use crate::catalog::Catalog;
 use crate::cli::{LayerCompression, ManifestFormat, OptimizeArgs};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::resolve::resolve;
 use crate::image::{Compression, Descriptor, MediaType};
 use crate::layer::ReadOptions;
-use crate::plan::verify::compare_with_source;
 use crate::plan::{OutputLayer, Plan, PlanOptions};
 use crate::reference::ImageRef;
 use crate::report::{
     Destination, NewLayerRow, OptimizeSection, PushStats, RemovedPath, Report, Totals,
 };
+use crate::transport::resolve::resolve;
 use crate::transport::{self, BlobContent, BlobOutcome, Sink, Source};
 use crate::ui;
 use crate::writer::image::{config_bytes, manifest};
 use crate::writer::memo::{KEYS_LABEL, MemoCache, RecordedKeys, keys_label};
 use crate::writer::output::{Io, Memos, OutLayer, Settings, lookup, produce_all};
 use crate::writer::rewrite::Spools;
+use crate::writer::verify::compare_with_source;
 
 pub const SOURCE_DIGEST_LABEL: &str = "dev.coldpress.source.digest";
 pub const VERSION_LABEL: &str = "dev.coldpress.version";

@@ -6,13 +6,13 @@ use std::time::Duration;
 use crate::analysis::Analysis;
 use crate::cli::{Format, SmokeArgs, SmokeGateArgs};
 use crate::error::{Error, Result};
-use crate::image::resolve::resolve;
 use crate::image::{Compression, ImageConfig};
 use crate::layer::ReadOptions;
 use crate::reference::ImageRef;
 use crate::report::{Report, render_smoke_markdown, render_smoke_text};
 use crate::smoke::materialise::LayerStream;
 use crate::smoke::{ImageUnderTest, SmokeOptions, SmokeSection, load_events};
+use crate::transport::resolve::resolve;
 use crate::transport::{self, Source};
 use crate::writer::output::{Origin, OutLayer};
 
@@ -65,7 +65,7 @@ fn emit(section: &SmokeSection, format: Format, file: Option<&Path>) -> Result<(
     });
     let json = serde_json::to_string_pretty(&doc).expect("reports serialize");
     if let Some(path) = file {
-        crate::transport::oci_layout::write_atomic(path, json.as_bytes())?;
+        crate::fsutil::write_atomic(path, json.as_bytes())?;
     }
     let text = match format {
         Format::Json => json + "\n",

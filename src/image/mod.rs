@@ -5,7 +5,6 @@
 //! always passed on as their original bytes, because re-serializing changes digests.
 
 pub mod platform;
-pub mod resolve;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -57,6 +56,22 @@ impl fmt::Display for Compression {
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
         })
+    }
+}
+
+pub const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+pub const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// What the first bytes of a blob say its compression is. Beside the media types,
+/// not in `layer`, because sources check it too (a docker archive's layers carry no
+/// media type).
+pub fn sniff_compression(head: &[u8]) -> Compression {
+    if head.starts_with(GZIP_MAGIC) {
+        Compression::Gzip
+    } else if head.starts_with(ZSTD_MAGIC) {
+        Compression::Zstd
+    } else {
+        Compression::None
     }
 }
 

@@ -4,7 +4,6 @@
 //! not in memory: memory stays bounded however many images share them.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Entry, LayerListing, ReadOptions, read_layer};
 use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::image::{Compression, Descriptor};
 use crate::transport::Source;
 
@@ -67,13 +66,7 @@ impl LayerCache {
     }
 
     fn load(&self, d: &Digest) -> Option<LayerListing> {
-        let f = std::fs::File::open(self.path(d)).ok()?;
-        let mut raw = Vec::new();
-        zstd::stream::read::Decoder::new(f)
-            .ok()?
-            .read_to_end(&mut raw)
-            .ok()?;
-        let s: Stored = serde_json::from_slice(&raw).ok()?;
+        let s: Stored = crate::fsutil::read_json_zst(&self.path(d))?;
         if s.format != FORMAT || &s.digest != d {
             return None;
         }
@@ -100,20 +93,7 @@ impl LayerCache {
             entries: l.entries.clone(),
             programs: l.programs,
         };
-        let json = serde_json::to_vec(&s).expect("listings serialize");
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
-            .with_ctx(|| format!("writing to {}", self.dir.display()))?;
-        {
-            let mut enc = zstd::stream::write::Encoder::new(tmp.as_file_mut(), 3)
-                .map_err(|e| Error::io("compressing a listing", e))?;
-            enc.write_all(&json)
-                .map_err(|e| Error::io("compressing a listing", e))?;
-            enc.finish()
-                .map_err(|e| Error::io("compressing a listing", e))?;
-        }
-        tmp.persist(self.path(&l.digest))
-            .map_err(|e| Error::io("storing a listing", e.error))?;
-        Ok(())
+        crate::fsutil::write_json_zst_atomic(&self.path(&l.digest), &s, "a listing")
     }
 
     /// The listing of `desc`, read from `source` only if no one has read it before.

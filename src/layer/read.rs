@@ -5,12 +5,12 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::mpsc;
 
-use super::compression::{decoder, sniff};
+use super::compression::decoder;
 use super::entry::{Entry, EntryKind, Meta, normalize_path};
 use super::tar::{Header, TarError, TarReader, flag};
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result, from_io, to_io};
-use crate::image::{Compression, Descriptor};
+use crate::image::{Compression, Descriptor, sniff_compression as sniff};
 use indicatif::ProgressBar;
 
 /// Largest file whose content the reader keeps for the analysis (RECORD files).

@@ -5,8 +5,6 @@
 
 use std::collections::HashMap;
 
-pub mod verify;
-
 use serde::Serialize;
 
 use crate::analysis::Analysis;

@@ -15,21 +15,6 @@ use crate::fsindex::Count;
 
 pub const SCHEMA: &str = "coldpress.report/v1";
 
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 #[derive(Serialize, Clone, Debug)]
 pub struct Tool {
     pub name: &'static str,
@@ -43,7 +28,7 @@ pub struct SourceInfo {
     pub media_type: String,
     pub platform: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<crate::image::resolve::IndexInfo>,
+    pub index: Option<crate::transport::resolve::IndexInfo>,
 }
 
 #[derive(Serialize, Clone, Debug)]

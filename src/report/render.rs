@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use super::{Report, human_bytes as hb};
+use super::Report;
+use crate::units::human_bytes as hb;
 
 fn short(d: &str) -> &str {
     let hex = d.strip_prefix("sha256:").unwrap_or(d);

@@ -16,8 +16,9 @@ use super::oci_layout::store_blob;
 use super::{BlobContent, BlobOutcome, Sink, Source};
 use crate::digest::{Digest, hash_reader};
 use crate::error::{Error, IoContext, Result, from_io};
-use crate::image::{Compression, Descriptor, ImageConfig, Manifest, MediaType, RawManifest};
-use crate::layer::compression::sniff;
+use crate::image::{
+    Compression, Descriptor, ImageConfig, Manifest, MediaType, RawManifest, sniff_compression,
+};
 
 #[derive(Deserialize, Serialize, Debug)]
 #[serde(rename_all = "PascalCase")]
@@ -158,7 +159,7 @@ impl DockerArchiveSource {
             f.seek(SeekFrom::Start(m.offset)).with_ctx(|| &what)?;
             let mut magic = [0u8; 4];
             let n = (&mut f).take(4).read(&mut magic).with_ctx(|| &what)?;
-            let compression = sniff(&magic[..n]);
+            let compression = sniff_compression(&magic[..n]);
             // Docker 25+ names members by digest; legacy layer.tar members are the
             // uncompressed tar, whose digest is the diff_id. Anything else is hashed.
             let digest = match (layer_name.strip_prefix("blobs/sha256/"), compression) {

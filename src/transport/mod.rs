@@ -5,6 +5,7 @@
 pub mod docker_archive;
 pub mod oci_layout;
 pub mod registry;
+pub mod resolve;
 
 use std::fs::File;
 use std::io::{self, Read};

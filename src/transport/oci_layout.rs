@@ -3,7 +3,7 @@
 //! annotations on `index.json` entries, as skopeo and umoci write them.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::{BlobContent, BlobOutcome, Sink, Source, manifest_from_bytes};
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result, from_io};
+use crate::fsutil::write_atomic;
 use crate::image::{Descriptor, Index, RawManifest};
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -174,22 +175,6 @@ impl OciLayoutSink {
             tag: tag.map(str::to_string),
         })
     }
-}
-
-/// Write `bytes` to `path` via a temporary file and a rename, so readers never
-/// see a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_ctx(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_ctx(|| format!("writing {}", path.display()))?;
-    tmp.as_file()
-        .sync_all()
-        .with_ctx(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e.error))?;
-    Ok(())
 }
 
 /// Copy `content` into `dir/blobs/sha256/<hex>`, verifying it on the way.

@@ -8,7 +8,6 @@
 //! points to now.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -17,12 +16,12 @@ use sha2::{Digest as _, Sha256};
 use super::rewrite::{Encoding, Step, walk_layer};
 use crate::analysis::{Analysis, Class};
 use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
-use crate::image::resolve::ResolvedImage;
+use crate::error::{IoContext, Result};
 use crate::image::{Compression, Descriptor};
 use crate::layer::Entry;
 use crate::layer::entry::FileType;
 use crate::plan::Plan;
+use crate::transport::resolve::ResolvedImage;
 
 /// Bump when the writer would produce other bytes for the same entries.
 pub const WRITER_VERSION: u32 = 1;
@@ -149,13 +148,7 @@ impl MemoCache {
     }
 
     pub fn load(&self, key: &str) -> Option<Memo> {
-        let f = std::fs::File::open(self.path(key)?).ok()?;
-        let mut raw = Vec::new();
-        zstd::stream::read::Decoder::new(f)
-            .ok()?
-            .read_to_end(&mut raw)
-            .ok()?;
-        let s: Stored = serde_json::from_slice(&raw).ok()?;
+        let s: Stored = crate::fsutil::read_json_zst(&self.path(key)?)?;
         (s.format == FORMAT && s.key == key).then_some(s.memo)
     }
 
@@ -165,25 +158,12 @@ impl MemoCache {
             return Ok(());
         };
         std::fs::create_dir_all(dir).with_ctx(|| format!("creating {}", dir.display()))?;
-        let json = serde_json::to_vec(&Stored {
+        let stored = Stored {
             format: FORMAT.into(),
             key: key.into(),
             memo: memo.clone(),
-        })
-        .expect("memos serialize");
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .with_ctx(|| format!("writing to {}", dir.display()))?;
-        {
-            let mut enc = zstd::stream::write::Encoder::new(tmp.as_file_mut(), 3)
-                .map_err(|e| Error::io("compressing a layer memo", e))?;
-            enc.write_all(&json)
-                .map_err(|e| Error::io("compressing a layer memo", e))?;
-            enc.finish()
-                .map_err(|e| Error::io("compressing a layer memo", e))?;
-        }
-        tmp.persist(&path)
-            .map_err(|e| Error::io("storing a layer memo", e.error))?;
-        Ok(())
+        };
+        crate::fsutil::write_json_zst_atomic(&path, &stored, "a layer memo")
     }
 }
 

@@ -8,5 +8,6 @@ pub mod memo;
 pub mod output;
 pub mod pgzip;
 pub mod rewrite;
+pub mod verify;
 
 pub use layer::{LayerWriter, WriteKind, WrittenLayer};

@@ -8,12 +8,12 @@ use crate::digest::Digest;
 use crate::error::Result;
 use crate::image::{Compression, Descriptor, MediaType};
 use crate::layer::LayerListing;
-use crate::plan::verify::read_back;
 use crate::plan::{OutputLayer, Plan};
 use crate::transport::{BlobContent, BlobOutcome, Sink, Source};
 
 use super::memo::{self, Memo, MemoCache, RecordedKeys};
 use super::rewrite::{Encoding, Spools, write_layer};
+use super::verify::read_back;
 
 /// How an output layer came to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -226,7 +226,7 @@ fn build(base_layout: &Path, tmp: &Path) {
     // The base's layers, as they are.
     let src =
         coldpress::transport::oci_layout::OciLayoutSource::open(base_layout, Some("base")).unwrap();
-    let base = coldpress::image::resolve::resolve(&src, None).unwrap();
+    let base = coldpress::transport::resolve::resolve(&src, None).unwrap();
     let base_layers: Vec<(Descriptor, Digest, Arc<dyn BlobContent>)> = base
         .parsed
         .layers

@@ -2,10 +2,12 @@
 
 use serde::Serialize;
 
-use super::{ImageConfig, Index, MAX_CONFIG_BYTES, Manifest, MediaType, Platform, RawManifest};
+use super::{Source, read_small_blob};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::transport::{Source, read_small_blob};
+use crate::image::{
+    Descriptor, ImageConfig, Index, MAX_CONFIG_BYTES, Manifest, MediaType, Platform, RawManifest,
+};
 
 /// What the reference named when it was an index (manifest list).
 #[derive(Clone, Debug, Serialize)]
@@ -30,7 +32,7 @@ pub struct ResolvedImage {
 
 const ATTESTATION_ANNOTATION: &str = "vnd.docker.reference.type";
 
-fn is_attestation(d: &super::Descriptor) -> bool {
+fn is_attestation(d: &Descriptor) -> bool {
     d.annotation(ATTESTATION_ANNOTATION) == Some("attestation-manifest")
         || d.platform.as_ref().is_some_and(Platform::is_unknown)
 }
@@ -47,7 +49,7 @@ pub fn resolve(source: &dyn Source, wanted: Option<&Platform>) -> Result<Resolve
     let root = source.root()?;
     let (index, manifest) = if root.media_type.is_index() {
         let idx = Index::parse(&root.bytes, &reference)?;
-        let runnable: Vec<&super::Descriptor> = idx
+        let runnable: Vec<&Descriptor> = idx
             .manifests
             .iter()
             .filter(|d| !is_attestation(d))

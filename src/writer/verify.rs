@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 
-use super::Plan;
 use crate::analysis::Analysis;
 use crate::digest::VerifyingReader;
 use crate::error::{Error, IoContext, Result, from_io};
@@ -17,7 +16,9 @@ use crate::fsindex::compare;
 use crate::image::Descriptor;
 use crate::layer::compression::decoder;
 use crate::layer::{Entry, EntryKind, LayerListing, Meta};
-use crate::writer::rewrite::Written;
+use crate::plan::Plan;
+
+use super::rewrite::Written;
 
 /// Decode a written layer from its file with a second tar implementation (the
 /// `tar` crate), not the Go-compatible reader that listed the source: a header
@@ -199,11 +200,11 @@ mod tests {
     use super::*;
     use crate::analysis::{AnalyzeOptions, analyze};
     use crate::catalog::Catalog;
-    use crate::image::resolve::resolve;
     use crate::layer::ReadOptions;
     use crate::layer::read::read_layer_from;
     use crate::transport::Source;
     use crate::transport::oci_layout::OciLayoutSource;
+    use crate::transport::resolve::resolve;
 
     /// The proof must refuse a rewrite that is not the source minus the removals.
     /// Stand-in for a broken writer: "written" layers that are the source's own,
