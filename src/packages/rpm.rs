@@ -250,21 +250,22 @@ pub fn bdb_headers<R: std::io::Read + std::io::Seek>(src: R) -> Result<Vec<(i64,
 /// The rpm database of `index`, if it has one.
 pub fn read(reader: &ContentReader<'_>, base: &FsIndex) -> Result<Option<PackageDb>> {
     let index = reader.index;
+    if index.get(RPMDB).is_none() && index.get(PACKAGES_BDB).is_none() {
+        return Ok(None);
+    }
     let tmp = tempfile::tempdir().ctx("creating a directory for the rpm database")?;
     let (hdrs, status_path) = if index.get(RPMDB).is_some() {
         let Some(db) = copy_out(reader, RPMDB, tmp.path())? else {
             return Ok(None);
         };
         (headers(&db)?, RPMDB)
-    } else if index.get(PACKAGES_BDB).is_some() {
+    } else {
         let hdrs = match reader.open(PACKAGES_BDB) {
             None => return Ok(None),
             Some(Bytes::Captured(b)) => bdb_headers(std::io::Cursor::new(b))?,
             Some(Bytes::Spool(s)) => bdb_headers(s)?,
         };
         (hdrs, PACKAGES_BDB)
-    } else {
-        return Ok(None);
     };
     let user = match copy_out(reader, DNF_HISTORY, tmp.path())? {
         Some(h) => Some(user_installed(&h)?),
