@@ -417,9 +417,15 @@ pub fn decide(
                         None => "auto-installed; nothing kept needs it".to_string(),
                     }
                 };
+                // A database coldpress cannot rewrite would go on listing
+                // the package: it stays, and says what would have happened.
+                let (removed, reason) = match db.read_only() {
+                    Some(why) => (false, format!("{why} (otherwise: {reason})")),
+                    None => (true, reason),
+                };
                 fates.push(Fate {
                     package: i,
-                    removed: true,
+                    removed,
                     reason,
                     by_closure: false,
                 });
@@ -523,5 +529,45 @@ mod tests {
             Some("opt/other/libz.so.1")
         );
         assert_eq!(w.find_library("libnope.so.1", "opt/app/bin", &plain), None);
+    }
+
+    /// The same added packages go from a database coldpress rewrites and
+    /// stay, saying what would have happened, in one it only reads.
+    #[test]
+    fn a_read_only_database_keeps_what_would_go() {
+        let ix = index();
+        let reader = ContentReader::new(&ix, Vec::new());
+        let pkg = |name: &str, manual: bool, depends: &[&str]| Package {
+            name: name.into(),
+            manual,
+            depends: depends.iter().map(|d| vec![d.to_string()]).collect(),
+            ..Package::default()
+        };
+        let mut db = PackageDb {
+            manager: super::super::Manager::Rpm,
+            packages: vec![pkg("gcc", true, &["binutils"]), pkg("binutils", false, &[])],
+            status_path: super::super::rpm::RPMDB.into(),
+            status_text: String::new(),
+            extended_states: None,
+        };
+        let fates = |db: &PackageDb| -> Vec<(bool, String)> {
+            decide(db, &reader, &ClosureInput::default())
+                .unwrap()
+                .fates
+                .into_iter()
+                .map(|f| (f.removed, f.reason))
+                .collect()
+        };
+        let sqlite = fates(&db);
+        assert!(sqlite.iter().all(|(removed, _)| *removed), "{sqlite:?}");
+        db.status_path = super::super::rpm::PACKAGES_BDB.into();
+        let bdb = fates(&db);
+        for ((removed, why), (_, would)) in bdb.iter().zip(&sqlite) {
+            assert!(!removed);
+            assert_eq!(
+                why,
+                &format!("{} (otherwise: {would})", super::super::rpm::BDB_READ_ONLY)
+            );
+        }
     }
 }

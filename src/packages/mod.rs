@@ -8,6 +8,7 @@
 //! nothing of classes or strip rules; the analysis hands it its roots.
 
 pub mod apk;
+pub mod bdb;
 pub mod closure;
 pub mod content;
 pub mod dpkg;
@@ -93,6 +94,13 @@ pub fn wants_content(path: &str) -> bool {
 }
 
 impl PackageDb {
+    /// Why no package can be removed from this database, when coldpress
+    /// cannot write it back (rpm's Berkeley DB): its packages all stay.
+    pub fn read_only(&self) -> Option<&'static str> {
+        (self.manager == Manager::Rpm && self.status_path == rpm::PACKAGES_BDB)
+            .then_some(rpm::BDB_READ_ONLY)
+    }
+
     pub fn added(&self) -> impl Iterator<Item = (usize, &Package)> {
         self.packages.iter().enumerate().filter(|(_, p)| !p.in_base)
     }

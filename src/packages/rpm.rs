@@ -5,7 +5,12 @@
 //! for. Removing a package deletes its row (and its rows in the index tables,
 //! which rpm rebuilds from the headers anyway: `rpm --rebuilddb`).
 //!
-//! The Berkeley DB `Packages` file of Amazon Linux 2 is not read yet.
+//! Amazon Linux 2 keeps the older Berkeley DB database instead: the same
+//! header blobs, keyed by header number, in the hash database
+//! `/var/lib/rpm/Packages` (read by [`super::bdb`]), plus index databases
+//! (Name, Basenames, Providename…) that point into it by header number.
+//! coldpress reads it but does not rewrite it, so no package is removed from
+//! an image that has one (see [`BDB_READ_ONLY`] and docs/decisions.md).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -18,6 +23,13 @@ use crate::fsindex::FsIndex;
 
 pub const RPMDB: &str = "var/lib/rpm/rpmdb.sqlite";
 pub const DNF_HISTORY: &str = "var/lib/dnf/history.sqlite";
+/// The Berkeley DB database of Amazon Linux 2 (and rpm before 4.16).
+pub const PACKAGES_BDB: &str = "var/lib/rpm/Packages";
+/// Why packages stay when the database is Berkeley DB: removing their files
+/// while the database still lists them would make scanners and rpm report
+/// software that is not there, which is worse than a larger image.
+pub const BDB_READ_ONLY: &str =
+    "the rpm database is Berkeley DB, which coldpress reads but does not rewrite";
 
 const TAG_NAME: u32 = 1000;
 const TAG_VERSION: u32 = 1001;
@@ -31,7 +43,7 @@ const TAG_BASENAMES: u32 = 1117;
 const TAG_DIRNAMES: u32 = 1118;
 
 pub fn wants_content(path: &str) -> bool {
-    path == RPMDB
+    path == RPMDB || path == PACKAGES_BDB
 }
 
 /// The tags of one rpm header blob (`il`, `dl`, index entries, data store).
@@ -85,6 +97,19 @@ impl Header {
             }
         }
         Some(h)
+    }
+
+    /// The package name.
+    pub fn name(&self) -> String {
+        self.one(TAG_NAME)
+    }
+
+    /// `[epoch:]version-release`, as rpm's `%{EVR}` prints it.
+    pub fn evr(&self) -> String {
+        match self.ints.get(&TAG_EPOCH).and_then(|e| e.first()) {
+            Some(e) => format!("{e}:{}-{}", self.one(TAG_VERSION), self.one(TAG_RELEASE)),
+            None => format!("{}-{}", self.one(TAG_VERSION), self.one(TAG_RELEASE)),
+        }
     }
 
     fn one(&self, tag: u32) -> String {
@@ -189,17 +214,59 @@ fn headers(db: &std::path::Path) -> Result<Vec<(i64, Header)>> {
     Ok(out)
 }
 
+/// Every header of a Berkeley DB `Packages` database, with its number, read
+/// page by page from the layer. Key 0 is rpm's counter of header numbers, not
+/// a package.
+pub fn bdb_headers<R: std::io::Read + std::io::Seek>(src: R) -> Result<Vec<(i64, Header)>> {
+    let what = format!("/{PACKAGES_BDB}");
+    let mut db = super::bdb::HashDb::open(src, &what)?;
+    let big_endian = db.big_endian();
+    let mut out = Vec::new();
+    db.for_each(|key, blob| {
+        // rpm writes the key in the database's byte order.
+        let key: [u8; 4] = key.try_into().map_err(|_| {
+            Error::invalid(
+                &what,
+                format!("a key of {} bytes, not a header number", key.len()),
+            )
+        })?;
+        let n = if big_endian {
+            u32::from_be_bytes(key)
+        } else {
+            u32::from_le_bytes(key)
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let h = Header::parse(&blob)
+            .ok_or_else(|| Error::invalid(&what, format!("header {n} is malformed")))?;
+        out.push((i64::from(n), h));
+        Ok(())
+    })?;
+    out.sort_by_key(|(n, _)| *n);
+    Ok(out)
+}
+
 /// The rpm database of `index`, if it has one.
 pub fn read(reader: &ContentReader<'_>, base: &FsIndex) -> Result<Option<PackageDb>> {
     let index = reader.index;
-    if index.get(RPMDB).is_none() {
+    if index.get(RPMDB).is_none() && index.get(PACKAGES_BDB).is_none() {
         return Ok(None);
     }
     let tmp = tempfile::tempdir().ctx("creating a directory for the rpm database")?;
-    let Some(db) = copy_out(reader, RPMDB, tmp.path())? else {
-        return Ok(None);
+    let (hdrs, status_path) = if index.get(RPMDB).is_some() {
+        let Some(db) = copy_out(reader, RPMDB, tmp.path())? else {
+            return Ok(None);
+        };
+        (headers(&db)?, RPMDB)
+    } else {
+        let hdrs = match reader.open(PACKAGES_BDB) {
+            None => return Ok(None),
+            Some(Bytes::Captured(b)) => bdb_headers(std::io::Cursor::new(b))?,
+            Some(Bytes::Spool(s)) => bdb_headers(s)?,
+        };
+        (hdrs, PACKAGES_BDB)
     };
-    let hdrs = headers(&db)?;
     let user = match copy_out(reader, DNF_HISTORY, tmp.path())? {
         Some(h) => Some(user_installed(&h)?),
         None => None,
@@ -214,7 +281,7 @@ pub fn read(reader: &ContentReader<'_>, base: &FsIndex) -> Result<Option<Package
     }
     let mut packages = Vec::new();
     for (n, h) in &hdrs {
-        let name = h.one(TAG_NAME);
+        let name = h.name();
         if name.is_empty() || name == "gpg-pubkey" {
             continue;
         }
@@ -232,10 +299,7 @@ pub fn read(reader: &ContentReader<'_>, base: &FsIndex) -> Result<Option<Package
                 .filter(|f| required_files.contains(f.as_str()))
                 .cloned(),
         );
-        let version = match h.ints.get(&TAG_EPOCH).and_then(|e| e.first()) {
-            Some(e) => format!("{e}:{}-{}", h.one(TAG_VERSION), h.one(TAG_RELEASE)),
-            None => format!("{}-{}", h.one(TAG_VERSION), h.one(TAG_RELEASE)),
-        };
+        let version = h.evr();
         packages.push(Package {
             manual: user.as_ref().is_none_or(|u| u.contains(&name)),
             name,
@@ -257,7 +321,7 @@ pub fn read(reader: &ContentReader<'_>, base: &FsIndex) -> Result<Option<Package
     Ok(Some(PackageDb {
         manager: Manager::Rpm,
         packages,
-        status_path: RPMDB.to_string(),
+        status_path: status_path.to_string(),
         status_text: String::new(),
         extended_states: None,
     }))
@@ -342,5 +406,34 @@ mod tests {
         assert_eq!(h.one(TAG_NAME), "zlib");
         assert_eq!(h.files(), ["/usr/lib64/libz.so.1", "/usr/include/zlib.h"]);
         assert!(Header::parse(&b[..b.len() - 3]).is_none());
+    }
+
+    /// A Berkeley DB `Packages` written by db5.3_load from headers Debian's
+    /// rpm installed (testdata/rpmdb/README.md), in both byte orders.
+    #[test]
+    fn berkeley_db_packages() {
+        for file in [
+            &include_bytes!("../../testdata/rpmdb/Packages-le")[..],
+            &include_bytes!("../../testdata/rpmdb/Packages-be")[..],
+        ] {
+            let got: Vec<(i64, String, String, Vec<String>)> =
+                bdb_headers(std::io::Cursor::new(file))
+                    .unwrap()
+                    .into_iter()
+                    .map(|(n, h)| (n, h.name(), h.evr(), h.files()))
+                    .collect();
+            assert_eq!(
+                got,
+                [
+                    (1, "foo".into(), "1.0-1".into(), vec!["/usr/bin/foo".into()]),
+                    (
+                        2,
+                        "bar".into(),
+                        "2:3.1-4".into(),
+                        vec!["/usr/lib/bar/a".into(), "/usr/lib/bar/b".into()]
+                    ),
+                ]
+            );
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-pub const INSTALL_HINT: &str = "run scripts/setup or scripts/test (they install the test tools), or: apt-get install -y docker-registry skopeo umoci apache2-utils debootstrap jq chromium openssl time buildah gcc libc6-dev python3-pip rpm dnf createrepo-c";
+pub const INSTALL_HINT: &str = "run scripts/setup or scripts/test (they install the test tools), or: apt-get install -y docker-registry skopeo umoci apache2-utils debootstrap jq chromium openssl time buildah gcc libc6-dev python3-pip rpm dnf createrepo-c db5.3-util";
 
 /// A command that had to succeed: fail with its stderr, prefixed by `what`.
 pub fn assert_success(out: &Output, what: &str) {
