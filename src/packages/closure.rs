@@ -536,7 +536,7 @@ mod tests {
     #[test]
     fn a_read_only_database_keeps_what_would_go() {
         let ix = index();
-        let reader = ContentReader::new(&ix, Vec::new());
+        let reader = ContentReader::new(&ix, Vec::new(), Vec::new(), 0);
         let pkg = |name: &str, manual: bool, depends: &[&str]| Package {
             name: name.into(),
             manual,
