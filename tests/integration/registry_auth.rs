@@ -2,14 +2,14 @@
 //! basic auth: docker config `auths`, `credHelpers`, `credsStore`, and
 //! `--username/--password-stdin`. Secrets never appear in any output.
 
-mod support;
-
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use base64::Engine;
-use support::{Env, Registry, assert_success, skopeo_copy};
+
+use crate::support;
+use crate::support::{Env, Registry, assert_success, skopeo_copy};
 
 const USER: &str = "ci-robot";
 const PASSWORD: &str = "s3cret-Pa55-do-not-print";

@@ -3,13 +3,13 @@
 //! dependencies). analyze must agree with umoci and find what is wrong; optimize
 //! must slim it, keep the base, put code last, and the function must still run.
 
-mod support;
-
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use support::listing::{differences, files};
-use support::{
+
+use crate::support;
+use crate::support::listing::{differences, files};
+use crate::support::{
     Env, Registry, invoke_handler, layer_descriptors, raw_manifest, realistic_fixture, rootfs,
     skopeo_copy, umoci_unpack, walk,
 };

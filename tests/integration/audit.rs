@@ -4,8 +4,6 @@
 //! (from the registry's access log), resume after a kill, shards, merge, and the
 //! HTML page in a real headless browser.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -15,7 +13,9 @@ use coldpress::example::{ImageSpec, Item, app_rest_layers, base_layers, code_lay
 use coldpress::image::Compression;
 use coldpress::transport::oci_layout::OciLayoutSink;
 use serde_json::Value;
-use support::{Env, Registry, assert_success, edge, skopeo_copy};
+
+use crate::support;
+use crate::support::{Env, Registry, assert_success, edge, skopeo_copy};
 
 fn spec(cmd: &[&str]) -> ImageSpec {
     ImageSpec::lambda(cmd)

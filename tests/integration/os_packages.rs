@@ -4,12 +4,11 @@
 //! packages go with what only they needed; a library a kept ELF file needs stays;
 //! the database is edited to match; umoci reads the result back.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use support::{Env, raw_image, require, rootfs, umoci_unpack};
+use crate::support;
+use crate::support::{Env, raw_image, require, rootfs, umoci_unpack};
 
 enum E<'a> {
     Dir(&'a str),

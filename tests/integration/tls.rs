@@ -2,12 +2,11 @@
 //! distribution registry serving TLS with a certificate from a private CA, reached
 //! as `0.0.0.0:PORT` (not a loopback name, so coldpress insists on HTTPS).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{Env, Registry, assert_success, require};
+use crate::support;
+use crate::support::{Env, Registry, assert_success, require};
 
 /// A private CA and a server certificate it signed for the IP address 0.0.0.0.
 struct Pki {
