@@ -239,7 +239,7 @@ fn layer_gets(log: &str, digests: &BTreeSet<String>) -> BTreeMap<String, usize> 
 }
 
 #[test]
-fn audit_a_registry() {
+fn every_image_is_audited_as_analyze_sees_it_and_each_shared_layer_fetched_once() {
     let f = fixture();
     let env = Env::new();
     let out = tempfile::tempdir().unwrap();

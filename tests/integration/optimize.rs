@@ -658,7 +658,7 @@ fn index_in_manifest_out_family_kept_provenance_recorded() {
 }
 
 #[test]
-fn strip_and_keep_globs() {
+fn strip_globs_remove_user_paths_and_keep_globs_win_over_every_rule() {
     let layout = tempfile::tempdir().unwrap();
     coldpress::example::write_example(layout.path()).unwrap();
     let env = Env::new();

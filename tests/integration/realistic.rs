@@ -15,7 +15,7 @@ use crate::support::{
 };
 
 #[test]
-fn realistic_lambda_image() {
+fn naive_image_is_slimmed_with_its_base_kept_and_its_code_last_and_still_runs() {
     let layout = realistic_fixture();
     let oci = |t: &str| format!("oci:{}:{t}", layout.display());
     let registry = Registry::start();

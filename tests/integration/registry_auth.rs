@@ -91,7 +91,7 @@ fn docker_config_auths_work_and_wrong_ones_say_where_they_came_from() {
 }
 
 #[test]
-fn username_and_password_stdin() {
+fn password_stdin_authenticates_without_printing_the_secret() {
     let (_registry, image, _l) = setup();
     let env = Env::new();
     let mut child = env
@@ -124,7 +124,7 @@ fn username_and_password_stdin() {
 }
 
 #[test]
-fn credential_helpers_and_stores() {
+fn cred_helpers_and_stores_are_asked_and_a_missing_helper_says_install() {
     let (registry, image, _l) = setup();
     let env = Env::new();
     let bin = env.dir.path().join("bin");

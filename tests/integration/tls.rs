@@ -91,7 +91,7 @@ fn coldpress(env: &Env, ca: Option<&Path>, args: &[&str]) -> std::process::Outpu
 }
 
 #[test]
-fn https_registry_with_a_private_ca() {
+fn an_untrusted_ca_is_refused_with_a_hint_and_ssl_cert_file_trusts_it() {
     let pki = Pki::new();
     let registry = Registry::start_tls(&pki.path("server.pem"), &pki.path("server.key"));
     support::push_example(&registry, &[("app", "app:v1")], &[]);

@@ -36,7 +36,7 @@ fn check_bytes_for_secrets(bytes: &[u8], issued: &[String]) {
 }
 
 #[test]
-fn token_flow() {
+fn every_token_flow_gets_access_and_no_secret_is_printed_or_written() {
     let tokens = TokenServer::start(USER, PASSWORD, REFRESH);
     let registry = Registry::start_token(&tokens.registry_auth());
     let creds = format!("--dest-creds={USER}:{PASSWORD}");
