@@ -4,7 +4,7 @@ header quirk, and cases.json saying what each case must give.
 
     python3 tests/tar_corpus/generate.py OUT_DIR
 
-Each case is read three ways by tests/tar_corpus.rs: `coldpress analyze
+Each case is read three ways by tests/integration/tar_corpus.rs: `coldpress analyze
 --list-files`, `coldpress optimize` then `umoci unpack` of the output, and
 `umoci unpack` of the source. umoci reads with Go's archive/tar, as containerd
 and Docker do, so "agree" means coldpress sees what Lambda's workers see.

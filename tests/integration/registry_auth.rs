@@ -2,14 +2,14 @@
 //! basic auth: docker config `auths`, `credHelpers`, `credsStore`, and
 //! `--username/--password-stdin`. Secrets never appear in any output.
 
-mod support;
-
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use base64::Engine;
-use support::{Env, Registry, assert_success, skopeo_copy};
+
+use crate::support;
+use crate::support::{Env, Registry, assert_success, skopeo_copy};
 
 const USER: &str = "ci-robot";
 const PASSWORD: &str = "s3cret-Pa55-do-not-print";
@@ -91,7 +91,7 @@ fn docker_config_auths_work_and_wrong_ones_say_where_they_came_from() {
 }
 
 #[test]
-fn username_and_password_stdin() {
+fn password_stdin_authenticates_without_printing_the_secret() {
     let (_registry, image, _l) = setup();
     let env = Env::new();
     let mut child = env
@@ -124,7 +124,7 @@ fn username_and_password_stdin() {
 }
 
 #[test]
-fn credential_helpers_and_stores() {
+fn cred_helpers_and_stores_are_asked_and_a_missing_helper_says_install() {
     let (registry, image, _l) = setup();
     let env = Env::new();
     let bin = env.dir.path().join("bin");

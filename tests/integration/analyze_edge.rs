@@ -2,12 +2,11 @@
 //! layer rule the image spec has, in every media-type family, compression and
 //! transport (OCI layout, registry, docker archive).
 
-mod support;
-
 use coldpress::image::Compression;
 use serde_json::Value;
-use support::listing::{comparable, differences, files};
-use support::{Env, Registry, edge, rootfs, skopeo_copy, umoci_unpack, walk};
+
+use crate::support::listing::{comparable, differences, files};
+use crate::support::{Env, Registry, edge, rootfs, skopeo_copy, umoci_unpack, walk};
 
 fn analyze(env: &Env, reference: &str) -> Value {
     env.list_files(reference)
@@ -268,7 +267,7 @@ fn the_example_and_special_files_match_umoci() {
     // A character device, a FIFO, a symlink loop, a symlink pointing far out, and
     // a hard link whose own header disagrees with its target's (mode, owner,
     // mtime): like umoci, the link is the target's inode and keeps its metadata.
-    use support::{header, raw_image, set_raw_name};
+    use crate::support::{header, raw_image, set_raw_name};
     use tar::EntryType;
     let entry = |kind: EntryType, name: &[u8], target: &[u8]| {
         let mut h = header(kind, 0);

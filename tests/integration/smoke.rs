@@ -3,15 +3,14 @@
 //! static custom-runtime bootstrap — started in the sandbox and answering over
 //! coldpress's Runtime API. The function side is never mocked.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use serde_json::Value;
-use support::{
+
+use crate::support::{
     Env, ErrorBlock, assert_success, fixture_cache, realistic_fixture, require, with_lock,
 };
 

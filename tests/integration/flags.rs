@@ -2,13 +2,12 @@
 //! images: `analyze --fail-on`, `optimize --no-verify`, `--compression-level`,
 //! `--work-dir`, `--refresh-bases`, and where the base catalog's note goes.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Output, Stdio};
 
 use serde_json::Value;
-use support::{Env, ErrorBlock};
+
+use crate::support::{Env, ErrorBlock};
 
 fn example() -> tempfile::TempDir {
     let layout = tempfile::tempdir().unwrap();

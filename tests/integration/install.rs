@@ -7,12 +7,10 @@
 //! build stage by the binary under test: the runtime stage is built exactly as the
 //! Dockerfile writes it; the Rust toolchain stage is the part not run here.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{realistic_fixture, require};
+use crate::support::{realistic_fixture, require};
 
 struct Buildah {
     bin: std::path::PathBuf,

@@ -3,13 +3,13 @@
 //! changes only handler.py, into one repository. What the redeploy uploaded is
 //! read from the registry's access log and skopeo, never from coldpress's report.
 
-mod support;
-
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use support::ml::{MODEL_BYTES, MODEL_PATH, ml_fixture};
-use support::{Env, Registry, raw_manifest, skopeo_copy};
+
+use crate::support;
+use crate::support::ml::{MODEL_BYTES, MODEL_PATH, ml_fixture};
+use crate::support::{Env, Registry, raw_manifest, skopeo_copy};
 
 /// Digests whose upload the registry completed (the final `PUT …/blobs/uploads/…?digest=`)
 /// in `log` for `repo`.

@@ -4,8 +4,6 @@
 //! (from the registry's access log), resume after a kill, shards, merge, and the
 //! HTML page in a real headless browser.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -15,7 +13,9 @@ use coldpress::example::{ImageSpec, Item, app_rest_layers, base_layers, code_lay
 use coldpress::image::Compression;
 use coldpress::transport::oci_layout::OciLayoutSink;
 use serde_json::Value;
-use support::{Env, Registry, assert_success, edge, skopeo_copy};
+
+use crate::support;
+use crate::support::{Env, Registry, assert_success, edge, skopeo_copy};
 
 fn spec(cmd: &[&str]) -> ImageSpec {
     ImageSpec::lambda(cmd)
@@ -239,7 +239,7 @@ fn layer_gets(log: &str, digests: &BTreeSet<String>) -> BTreeMap<String, usize> 
 }
 
 #[test]
-fn audit_a_registry() {
+fn every_image_is_audited_as_analyze_sees_it_and_each_shared_layer_fetched_once() {
     let f = fixture();
     let env = Env::new();
     let out = tempfile::tempdir().unwrap();

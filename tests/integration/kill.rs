@@ -2,14 +2,14 @@
 //! a partial or different image, and the next run finishes, reusing what was
 //! already uploaded.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::proxy::{Config, Proxy};
-use support::{Env, Registry, require, skopeo_copy};
+
+use crate::support;
+use crate::support::proxy::{Config, Proxy};
+use crate::support::{Env, Registry, require, skopeo_copy};
 
 /// The manifest digest the tag points at, or None when the tag does not exist.
 fn tag_digest(reference: &str) -> Option<String> {

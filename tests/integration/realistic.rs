@@ -3,19 +3,19 @@
 //! dependencies). analyze must agree with umoci and find what is wrong; optimize
 //! must slim it, keep the base, put code last, and the function must still run.
 
-mod support;
-
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use support::listing::{differences, files};
-use support::{
+
+use crate::support;
+use crate::support::listing::{differences, files};
+use crate::support::{
     Env, Registry, assert_success, invoke_handler, layer_descriptors, raw_manifest,
     realistic_fixture, rootfs, skopeo_copy, umoci_unpack, walk,
 };
 
 #[test]
-fn realistic_lambda_image() {
+fn naive_image_is_slimmed_with_its_base_kept_and_its_code_last_and_still_runs() {
     let layout = realistic_fixture();
     let oci = |t: &str| format!("oci:{}:{t}", layout.display());
     let registry = Registry::start();

@@ -1,12 +1,11 @@
 //! Bad input gets one clear error naming the thing (first line; causes and a hint
 //! under it), a non-zero exit, and no panic.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 
-use support::{Env, ErrorBlock, Registry, skopeo_copy};
+use crate::support;
+use crate::support::{Env, ErrorBlock, Registry, skopeo_copy};
 
 fn example() -> tempfile::TempDir {
     let layout = tempfile::tempdir().unwrap();

@@ -4,14 +4,13 @@
 //! (Go's archive/tar, the reader containerd and Docker use). Each case must give
 //! equal trees, or a refusal with the message the generator names.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use support::*;
+
+use crate::support::*;
 
 /// The layer tars of one case, as the generator wrote them.
 fn case_layers(corpus: &Path, case: &Value) -> Vec<Vec<u8>> {

@@ -2,8 +2,6 @@
 //! skopeo and umoci as independent tools, cached fixtures, and the coldpress binary.
 //! A missing tool fails the test with the command that installs it.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -55,7 +53,6 @@ pub struct Registry {
     pub host: String,
     pub dir: tempfile::TempDir,
     child: Child,
-    pub credentials: Option<(String, String)>,
 }
 
 impl Registry {
@@ -135,7 +132,6 @@ impl Registry {
                 host: format!("127.0.0.1:{port}"),
                 dir,
                 child,
-                credentials: credentials.clone(),
             };
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
@@ -159,14 +155,6 @@ impl Registry {
     /// coldpress treats it like a remote host (HTTPS unless told otherwise).
     pub fn off_loopback_host(&self) -> String {
         format!("0.0.0.0:{}", self.host.rsplit(':').next().unwrap())
-    }
-
-    /// skopeo's credential flags for this registry.
-    pub fn skopeo_creds(&self) -> Vec<String> {
-        match &self.credentials {
-            Some((u, p)) => vec![format!("--dest-creds={u}:{p}")],
-            None => vec![],
-        }
     }
 }
 
@@ -538,10 +526,6 @@ pub fn run_measured(command: &Command) -> (Output, u64) {
     (output, kib)
 }
 
-pub fn write_file(path: &Path, content: &str) {
-    let mut f = fs::File::create(path).unwrap();
-    f.write_all(content.as_bytes()).unwrap();
-}
 pub mod edge;
 pub mod listing;
 pub mod ml;

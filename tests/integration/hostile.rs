@@ -1,12 +1,12 @@
 //! Hostile layers: each gets one clear error naming the cause, exit code 1, nothing
 //! written outside coldpress's own temporary directories, and bounded memory.
 
-mod support;
-
 use std::path::Path;
 
-use support::{Env, header, raw_image, run_measured, set_raw_name};
 use tar::EntryType;
+
+use crate::support;
+use crate::support::{Env, header, raw_image, run_measured, set_raw_name};
 
 fn tar_of(entries: &[(tar::Header, Vec<u8>)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());

@@ -2,14 +2,14 @@
 //! resets, stalls, truncated bodies) between coldpress and a real registry,
 //! optimize and audit still finish and produce the same digests as without faults.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::proxy::{Config, Proxy};
-use support::{Env, Registry};
+
+use crate::support;
+use crate::support::proxy::{Config, Proxy};
+use crate::support::{Env, Registry};
 
 /// Flags that keep a faulty run bounded: stalls are cut after 1 s, retries are plenty.
 const PATIENT: [&str; 6] = [

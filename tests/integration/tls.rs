@@ -2,12 +2,11 @@
 //! distribution registry serving TLS with a certificate from a private CA, reached
 //! as `0.0.0.0:PORT` (not a loopback name, so coldpress insists on HTTPS).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{Env, Registry, assert_success, require};
+use crate::support;
+use crate::support::{Env, Registry, assert_success, require};
 
 /// A private CA and a server certificate it signed for the IP address 0.0.0.0.
 struct Pki {
@@ -92,7 +91,7 @@ fn coldpress(env: &Env, ca: Option<&Path>, args: &[&str]) -> std::process::Outpu
 }
 
 #[test]
-fn https_registry_with_a_private_ca() {
+fn an_untrusted_ca_is_refused_with_a_hint_and_ssl_cert_file_trusts_it() {
     let pki = Pki::new();
     let registry = Registry::start_tls(&pki.path("server.pem"), &pki.path("server.key"));
     support::push_example(&registry, &[("app", "app:v1")], &[]);

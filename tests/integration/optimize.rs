@@ -3,14 +3,14 @@
 //! layers are kept byte for byte, new layers are what Lambda accepts, the result
 //! is deterministic, and every transport works as a destination.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use coldpress::image::Compression;
 use serde_json::Value;
-use support::{
+
+use crate::support;
+use crate::support::{
     Env, FsEntry, Registry, assert_success, edge, layer_descriptors, raw_manifest, removed_paths,
     rootfs, skopeo_copy, skopeo_digest, umoci_unpack, walk,
 };
@@ -658,7 +658,7 @@ fn index_in_manifest_out_family_kept_provenance_recorded() {
 }
 
 #[test]
-fn strip_and_keep_globs() {
+fn strip_globs_remove_user_paths_and_keep_globs_win_over_every_rule() {
     let layout = tempfile::tempdir().unwrap();
     coldpress::example::write_example(layout.path()).unwrap();
     let env = Env::new();

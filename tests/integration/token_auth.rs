@@ -4,14 +4,14 @@
 //! tokens for cross-repository mounts, the catalog scope, and refused credentials.
 //! No password, refresh token or issued token appears in any output.
 
-mod support;
-
 use std::process::Output;
 
 use base64::Engine;
 use serde_json::json;
-use support::token::TokenServer;
-use support::{Env, Registry, assert_success};
+
+use crate::support;
+use crate::support::token::TokenServer;
+use crate::support::{Env, Registry, assert_success};
 
 const USER: &str = "deployer";
 const PASSWORD: &str = "t0ken-flow-Secret-42";
@@ -36,7 +36,7 @@ fn check_bytes_for_secrets(bytes: &[u8], issued: &[String]) {
 }
 
 #[test]
-fn token_flow() {
+fn every_token_flow_gets_access_and_no_secret_is_printed_or_written() {
     let tokens = TokenServer::start(USER, PASSWORD, REFRESH);
     let registry = Registry::start_token(&tokens.registry_auth());
     let creds = format!("--dest-creds={USER}:{PASSWORD}");

@@ -2,13 +2,13 @@
 //! build of the same tag (stale), a partial match, the disk cache and its age,
 //! and no catalog at all.
 
-mod support;
-
 use coldpress::example::{ImageSpec, Item, app_layers, base_layers, write_layer};
 use coldpress::image::Compression;
 use coldpress::transport::oci_layout::OciLayoutSink;
 use serde_json::Value;
-use support::{Env, Registry, skopeo_copy};
+
+use crate::support;
+use crate::support::{Env, Registry, skopeo_copy};
 
 fn spec(cmd: &[&str]) -> ImageSpec {
     ImageSpec::lambda(cmd)
