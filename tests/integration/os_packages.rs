@@ -8,15 +8,8 @@
 //! for Berkeley DB, which coldpress does not write, the packages stay); umoci
 //! and Debian's rpm read the result back.
 
-<<<<<<< HEAD:tests/os_packages.rs
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-=======
-use std::collections::BTreeSet;
-use std::path::Path;
->>>>>>> issue13-tests:tests/integration/os_packages.rs
 
 use crate::support;
 use crate::support::{Env, raw_image, require, rootfs, umoci_unpack};
