@@ -141,10 +141,22 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `--fail-if-*` gates, checked on the written layers.
+/// The `--fail-if-*` gates. They are checked on the written layers, and a dry
+/// run writes none: refused rather than passed unchecked (docs/decisions.md).
 fn thresholds(args: &OptimizeArgs) -> Result<Thresholds> {
-    Ok(Thresholds {
+    let t = Thresholds {
         cold_start_bytes_over: args.fail_if_cold_start_bytes_over,
         savings_under: args.fail_if_savings_under,
-    })
+    };
+    let flag = match (t.cold_start_bytes_over, t.savings_under) {
+        (Some(_), _) => "--fail-if-cold-start-bytes-over",
+        (None, Some(_)) => "--fail-if-savings-under",
+        (None, None) => return Ok(t),
+    };
+    if args.dry_run {
+        return Err(Error::Usage(format!(
+            "--dry-run writes no layer, so there is no output size for {flag} to check; drop --dry-run (a failed threshold tags nothing)"
+        )));
+    }
+    Ok(t)
 }
