@@ -240,9 +240,11 @@ pub struct OptimizeArgs {
     #[arg(long)]
     pub no_verify: bool,
     /// Exit with code 3 (and tag nothing) if the output's cold-start bytes exceed SIZE (e.g. 150MB, 100MiB).
+    /// Checked on the written layers: refused with --dry-run.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub fail_if_cold_start_bytes_over: Option<u64>,
     /// Exit with code 3 (and tag nothing) if cold-start bytes shrink by less than PERCENT.
+    /// Checked on the written layers: refused with --dry-run.
     #[arg(long, value_name = "PERCENT")]
     pub fail_if_savings_under: Option<f64>,
     /// Reuse layers an earlier output recorded (config label dev.coldpress.layer-keys)

@@ -1,6 +1,7 @@
 //! Reports: one serde model (`coldpress.report/v1`, documented in
 //! docs/report-schema.md), rendered as JSON, text or Markdown.
 
+pub mod optimize;
 mod render;
 
 use std::collections::BTreeMap;

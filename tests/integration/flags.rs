@@ -1,6 +1,7 @@
 //! Flags that change what a run does, one test each, on the built-in example
 //! images: `analyze --fail-on`, `optimize --no-verify`, `--compression-level`,
-//! `--work-dir`, `--refresh-bases`, and where the base catalog's note goes.
+//! `--work-dir`, `--refresh-bases`, the `--fail-if-*` thresholds with and without
+//! `--dry-run`, and where the base catalog's note goes.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -255,6 +256,65 @@ fn work_dir_holds_the_spool_and_is_left_empty() {
     assert!(!r["new_layers"].as_array().unwrap().is_empty());
     let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn thresholds_refuse_dry_run_and_gate_the_written_output() {
+    let layout = example();
+    let env = Env::new();
+    let app = oci(layout.path(), "app");
+    let base = oci(layout.path(), "base");
+    let run = |dst: &str, extra: &[&str]| {
+        let mut args = vec![
+            "optimize",
+            &app,
+            dst,
+            "--base-image",
+            &base,
+            "--offline",
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        env.run(&args)
+    };
+
+    // Each threshold with a value the example misses (exit 3) and one it meets (0).
+    for (flag, value, code) in [
+        ("--fail-if-cold-start-bytes-over", "1KB", 3),
+        ("--fail-if-cold-start-bytes-over", "1GB", 0),
+        ("--fail-if-savings-under", "99", 3),
+        ("--fail-if-savings-under", "1", 0),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let dst = oci(out.path(), "slim");
+        // A dry run writes no layer, so it has no output size to check: refused
+        // as a usage error before any work, whatever the value.
+        let o = run(&dst, &[flag, value, "--dry-run"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value} --dry-run: {err}");
+        let e = ErrorBlock::parse(&err);
+        assert!(
+            e.error.starts_with("--dry-run writes no layer") && e.error.contains(flag),
+            "{flag} {value} --dry-run: {e:?}"
+        );
+        assert!(o.stdout.is_empty(), "no report for a refused run");
+        assert!(!out.path().join("index.json").exists(), "nothing written");
+
+        // The same gate on a real run is checked on the written layers.
+        let o = run(&dst, &[flag, value]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{flag} {value}: {err}");
+        if code == 3 {
+            let e = ErrorBlock::parse(&err);
+            assert!(
+                e.error.starts_with("cold-start bytes") && e.error.ends_with("nothing was tagged"),
+                "{flag} {value}: {e:?}"
+            );
+        } else {
+            assert!(err.trim().is_empty(), "{flag} {value}: {err}");
+        }
+        assert_eq!(tagged(out.path(), "slim"), code == 0, "{flag} {value}");
+    }
 }
 
 /// Stdout and stderr in one stream, in the order they were written.
