@@ -211,6 +211,22 @@ pub struct NeverWorse {
     /// Every check held.
     pub ok: bool,
     pub checks: Vec<Check>,
+    /// When a check failed: the source image was tagged as it is, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_source: Option<String>,
+}
+
+impl NeverWorse {
+    /// The checks that failed, as `id (output N bytes, source M)`, or `None`.
+    pub fn failed(&self) -> Option<String> {
+        let f: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{} ({} bytes, the source {})", c.id, c.output, c.source))
+            .collect();
+        (!f.is_empty()).then(|| f.join(", "))
+    }
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -280,6 +296,7 @@ pub fn never_worse(a: &Analysis, after: &Totals, rows: &[NewLayerRow], r: &Redep
     NeverWorse {
         ok: checks.iter().all(|c| c.ok),
         checks,
+        kept_source: None,
     }
 }
 

@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 
 use super::{
-    Destination, EditedPath, NewLayerRow, OptimizeSection, PushStats, Removed, RemovedPath, Report,
-    Totals, never_worse, redeploy, rule_counts,
+    Destination, EditedPath, NeverWorse, NewLayerRow, OptimizeSection, PushStats, Redeploy,
+    Removed, RemovedPath, Report, Totals, never_worse, redeploy, rule_counts,
 };
 use crate::analysis::Analysis;
 use crate::error::{Error, Result};
@@ -48,6 +48,52 @@ impl OptimizeSection {
             redeploy: Some(redeploy),
             never_worse: Some(nw),
             ..common(a, plan)
+        }
+    }
+
+    /// The output was worse than the source on `nw`'s failed checks, so the
+    /// source is tagged as it is: nothing removed, every layer the source's.
+    pub fn kept_source(a: &Analysis, p: &Prepared, mut nw: NeverWorse, why: String) -> Self {
+        let base_count = a.base_layer_count();
+        let new_layers: Vec<NewLayerRow> = p
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, d)| NewLayerRow {
+                index: i,
+                role: if i < base_count { "base" } else { "source" }.into(),
+                digest: d.digest.to_string(),
+                diff_id: a.layers[i].diff_id.to_string(),
+                media_type: d.media_type.to_string(),
+                compressed_bytes: d.size,
+                uncompressed_bytes: a.layers[i].uncompressed_size,
+                entries: a.layers[i].changes.entries,
+                origin: if i < base_count { "" } else { "passed-through" }.into(),
+                ..NewLayerRow::default()
+            })
+            .collect();
+        let cold: u64 = new_layers[base_count.min(new_layers.len())..]
+            .iter()
+            .map(|r| r.compressed_bytes)
+            .sum();
+        nw.kept_source = Some(why);
+        let source_redeploy = redeploy(a, &new_layers).source;
+        OptimizeSection {
+            after: Totals {
+                layers: new_layers.len(),
+                compressed_bytes: new_layers.iter().map(|r| r.compressed_bytes).sum(),
+                uncompressed_bytes: new_layers.iter().map(|r| r.uncompressed_bytes).sum(),
+                cold_start_bytes: cold,
+                files: a.index.iter().filter(|(_, n)| !n.is_dir()).count() as u64,
+                wasted_bytes: None,
+            },
+            new_layers,
+            redeploy: Some(Redeploy {
+                output: source_redeploy.clone(),
+                source: source_redeploy,
+            }),
+            never_worse: Some(nw),
+            ..OptimizeSection::default()
         }
     }
 

@@ -178,6 +178,32 @@ pub fn prepare<'a>(
     })
 }
 
+/// The source image itself, for the destination, when the rewritten output
+/// turned out worse than it (docs/decisions.md, "Never worse than the
+/// source"): its layer blobs copied as they are, its config and manifest byte
+/// for byte, so the destination gets the source's digest. Nothing is tagged.
+pub fn keep_source<'a>(
+    a: &Analysis,
+    source: &dyn Source,
+    sink: &'a dyn Sink,
+) -> Result<Prepared<'a>> {
+    let layers = a.image.parsed.layers.clone();
+    let transfers = copy_blobs(sink, &layers, source, 2)?;
+    let config: Arc<[u8]> = a.image.config_bytes.clone().into();
+    Ok(Prepared {
+        sink,
+        written: Vec::new(),
+        layers,
+        transfers,
+        config,
+        config_desc: a.image.parsed.config.clone(),
+        manifest: a.image.manifest.clone(),
+        // Every blob is the source's own, checked against its digest on copy:
+        // there is no rewrite to read back.
+        verified: true,
+    })
+}
+
 impl Prepared<'_> {
     /// Tag the output: its config blob, then its manifest. Call it only once
     /// every gate has passed.

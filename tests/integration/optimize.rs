@@ -805,3 +805,212 @@ fn a_redeploy_with_an_empty_cache_reuses_the_previous_outputs_layers() {
     );
     assert_eq!(cached["destination"]["digest"], r1["destination"]["digest"]);
 }
+
+/// Words for text that compresses like source code does: much better at level
+/// 9 than at level 1.
+fn prose(seed: u64, bytes: usize) -> Vec<u8> {
+    const WORDS: &[&str] = &[
+        "function",
+        "return",
+        "const",
+        "module",
+        "exports",
+        "require",
+        "value",
+        "index",
+        "length",
+        "object",
+        "string",
+        "number",
+        "undefined",
+        "prototype",
+        "callback",
+        "error",
+        "result",
+        "options",
+        "buffer",
+        "stream",
+        "promise",
+        "resolve",
+        "reject",
+        "this",
+        "that",
+        "else",
+        "if",
+        "for",
+        "while",
+        "var",
+        "let",
+        "new",
+        "typeof",
+    ];
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(bytes + 16);
+    while out.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(WORDS[(x % WORDS.len() as u64) as usize].as_bytes());
+        out.push(if x.is_multiple_of(11) { b'\n' } else { b' ' });
+    }
+    out
+}
+
+fn noise(bytes: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A function image whose two dependency layers were compressed at level 9:
+/// `optimize --compression-level 1` merges them into one deps layer that is
+/// bigger than both, so the output would be worse than the source.
+fn write_well_compressed(layout: &Path) {
+    use coldpress::example::{ImageSpec, base_layers, meta};
+    use coldpress::transport::oci_layout::OciLayoutSink;
+    use coldpress::writer::{LayerWriter, WriteKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut base = ImageSpec::lambda(&[]);
+    for (l, by) in base_layers(tmp.path()).unwrap() {
+        base.add(l, by);
+    }
+    base.write(&OciLayoutSink::create(layout, Some("base")).unwrap())
+        .unwrap();
+    let layer = |files: &[(&str, Vec<u8>)]| {
+        let mut w = LayerWriter::create(tmp.path(), Compression::Gzip, Some(9)).unwrap();
+        let mut dirs = BTreeSet::new();
+        for (path, _) in files {
+            let mut p = Path::new(path).parent();
+            while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+                dirs.insert(d.to_str().unwrap().to_string());
+                p = d.parent();
+            }
+        }
+        for d in &dirs {
+            w.append(d, WriteKind::Dir, &meta(0o755)).unwrap();
+        }
+        for (path, data) in files {
+            w.append(
+                path,
+                WriteKind::File {
+                    size: data.len() as u64,
+                    data: &mut &data[..],
+                },
+                &meta(0o644),
+            )
+            .unwrap();
+        }
+        w.finish().unwrap()
+    };
+    let mut app = ImageSpec::lambda(&["index.handler"]);
+    app.layers = base.layers.clone();
+    app.add(
+        layer(&[
+            (
+                "var/task/node_modules/alpha/package.json",
+                br#"{"name":"alpha","version":"1.0.0"}"#.to_vec(),
+            ),
+            ("var/task/node_modules/alpha/index.js", prose(1, 1 << 20)),
+            // Incompressible, and stripped by the `tests` rule: at level 6 the
+            // output gains more here than the recompression costs; at level 1 not.
+            (
+                "var/task/node_modules/alpha/test/fixture.bin",
+                noise(64 << 10),
+            ),
+        ]),
+        "RUN npm install alpha",
+    );
+    app.add(
+        layer(&[
+            (
+                "var/task/node_modules/beta/package.json",
+                br#"{"name":"beta","version":"1.0.0"}"#.to_vec(),
+            ),
+            ("var/task/node_modules/beta/index.js", prose(2, 1 << 20)),
+        ]),
+        "RUN npm install beta",
+    );
+    app.add(
+        layer(&[(
+            "var/task/index.js",
+            b"exports.handler = async () => ({ ok: true });\n".to_vec(),
+        )]),
+        "COPY index.js /var/task/",
+    );
+    app.write(&OciLayoutSink::create(layout, Some("app")).unwrap())
+        .unwrap();
+}
+
+#[test]
+fn an_output_worse_than_its_source_is_not_written_and_the_source_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    write_well_compressed(&layout);
+    let env = Env::new();
+    let src = format!("oci:{}:app", layout.display());
+    let dst = format!("oci:{}:slim", layout.display());
+    let base = format!("oci:{}:base", layout.display());
+    let out = env.run(&[
+        "optimize",
+        &src,
+        &dst,
+        "--base-image",
+        &base,
+        "--compression-level",
+        "1",
+        "--offline",
+        "--format",
+        "json",
+    ]);
+    assert_success(&out, "optimize");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The rewritten deps layer (level 1) is bigger than the two level-9 layers.
+    let nw = &r["never_worse"];
+    assert_eq!(nw["ok"], false, "{nw}");
+    let failed: Vec<&str> = nw["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["cold-start-bytes"], "{nw}");
+    assert!(
+        nw["kept_source"]
+            .as_str()
+            .is_some_and(|w| w.contains("cold-start-bytes")),
+        "{nw}"
+    );
+    assert!(stderr.contains("keeping the source's layers"), "{stderr}");
+    // The destination is the source image itself: same manifest, byte for byte
+    // (read with skopeo, not coldpress), and the report says so.
+    assert_eq!(skopeo_digest(&dst), skopeo_digest(&src));
+    eprintln!("kept: {}", r["never_worse"]);
+    assert_eq!(r["removed"]["files"], 0, "{}", r["removed"]);
+    assert_eq!(
+        r["after"]["cold_start_bytes"],
+        r["before"]["cold_start_bytes"]
+    );
+    // At the default level the same image slims: the stripped test data pays
+    // for the recompression.
+    let ok = optimize(
+        &env,
+        &src,
+        &format!("oci:{}:slim2", layout.display()),
+        &["--base-image", &base],
+    );
+    assert_eq!(ok["never_worse"]["ok"], true, "{}", ok["never_worse"]);
+    assert!(ok["never_worse"].get("kept_source").is_none());
+    assert_eq!(ok["removed"]["files"], 1, "{}", ok["removed"]);
+    assert_ne!(
+        skopeo_digest(&format!("oci:{}:slim2", layout.display())),
+        skopeo_digest(&src)
+    );
+}
