@@ -305,6 +305,52 @@ fn wants_content(path: &str) -> bool {
         || crate::layer::entry::parent(path) == "etc/ld.so.conf.d"
 }
 
+/// Analyze an image for `optimize`: every upper layer hashed, spooled under
+/// `work` and its programs noted; listings through the layer cache under
+/// `cache_dir` (a temporary one without it); each pass-through candidate's
+/// entries kept.
+pub fn for_rewrite(
+    source: &dyn Source,
+    image: ResolvedImage,
+    wanted: Option<&crate::image::Platform>,
+    catalog: &Catalog,
+    mut opts: AnalyzeOptions,
+    work: &std::path::Path,
+    cache_dir: Option<&std::path::Path>,
+) -> Result<Analysis> {
+    opts.read.hash_contents = true;
+    opts.spool_dir = Some(work.to_path_buf());
+    let cache = std::sync::Arc::new(crate::layer::cache::LayerCache::new(
+        cache_dir.map(|c| c.join("layers")),
+    )?);
+    opts.layer_cache = Some(cache.clone());
+    opts.cache_base_only = true;
+    opts.cache_upper = true;
+    opts.keep_layer_entries = true;
+    let mut a = analyze(source, image, catalog, &opts)?;
+    if a.packages.needs_contents() {
+        // Cached listings note what every program loads and carry the package
+        // databases, but a database file too big to capture (an rpmdb.sqlite)
+        // is only on disk. Read the upper layers again rather than let the
+        // output depend on what the cache happened to hold.
+        ui::trace(|| {
+            "reading the upper layers again: a package database file was not in the listing cache"
+                .into()
+        });
+        opts.cache_upper = false;
+        let image = crate::transport::resolve::resolve(source, wanted)?;
+        a = analyze(source, image, catalog, &opts)?;
+    }
+    ui::trace(|| {
+        format!(
+            "layer listings: {} read from the source, {} from the cache",
+            cache.reads.load(Ordering::Relaxed),
+            cache.hits.load(Ordering::Relaxed)
+        )
+    });
+    Ok(a)
+}
+
 /// Analyze a resolved image.
 pub fn analyze(
     source: &dyn Source,

@@ -26,7 +26,11 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         LayerCompression::Gzip => Compression::Gzip,
         LayerCompression::Zstd => Compression::Zstd,
     };
-    let thresholds = thresholds(args)?;
+    let thresholds = Thresholds::new(
+        args.fail_if_cold_start_bytes_over,
+        args.fail_if_savings_under,
+        args.dry_run,
+    )?;
     if args.manifest_format == Some(ManifestFormat::Docker) && compression == Compression::Zstd {
         return Err(Error::Usage("--compression zstd needs --manifest-format oci (Docker manifests have no zstd layer type)".into()));
     }
@@ -48,47 +52,25 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
 
     let work_parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let work = crate::workdir::create(&work_parent)?;
-    let mut opts = super::analyze_options(&args.read, &args.strip);
-    opts.read.hash_contents = true;
-    opts.spool_dir = Some(work.path().to_path_buf());
     // The base is the same from build to build, and so are most upper layers of a
-    // redeploy: each listing is read once; a layer is spooled again only when a
-    // layer that must be written needs its bytes.
+    // redeploy: listings come through the cache, and a layer is spooled again only
+    // when a layer that must be written needs its bytes.
     let cache_dir = args
         .base
         .cache_dir
         .clone()
         .or_else(crate::catalog::default_cache_dir);
-    opts.layer_cache = Some(std::sync::Arc::new(crate::layer::cache::LayerCache::new(
-        cache_dir.as_ref().map(|c| c.join("layers")),
-    )?));
-    opts.cache_base_only = true;
-    opts.cache_upper = true;
-    opts.keep_layer_entries = true;
+    let opts = super::analyze_options(&args.read, &args.strip);
     let started = std::time::Instant::now();
-    let mut a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
-    if a.packages.needs_contents() {
-        // Cached listings note what every program loads and carry the package
-        // databases, but a database file too big to capture (an rpmdb.sqlite)
-        // is only on disk. Read the upper layers again rather than let the
-        // output depend on what the cache happened to hold.
-        ui::trace(|| {
-            "reading the upper layers again: a package database file was not in the listing cache"
-                .into()
-        });
-        opts.cache_upper = false;
-        let image = resolve(source.as_ref(), args.read.platform.as_ref())?;
-        a = analysis::analyze(source.as_ref(), image, &catalog, &opts)?;
-    }
-    if let Some(c) = &opts.layer_cache {
-        ui::trace(|| {
-            format!(
-                "layer listings: {} read from the source, {} from the cache",
-                c.reads.load(std::sync::atomic::Ordering::Relaxed),
-                c.hits.load(std::sync::atomic::Ordering::Relaxed)
-            )
-        });
-    }
+    let a = analysis::for_rewrite(
+        source.as_ref(),
+        image,
+        args.read.platform.as_ref(),
+        &catalog,
+        opts,
+        work.path(),
+        cache_dir.as_deref(),
+    )?;
     let plan = Plan::with_options(
         &a,
         PlanOptions {
@@ -176,24 +158,4 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     emit(&report, args.format, args.report.as_deref(), false)?;
     super::catalog_note(&catalog);
     Ok(())
-}
-
-/// The `--fail-if-*` gates. They are checked on the written layers, and a dry
-/// run writes none: refused rather than passed unchecked (docs/decisions.md).
-fn thresholds(args: &OptimizeArgs) -> Result<Thresholds> {
-    let t = Thresholds {
-        cold_start_bytes_over: args.fail_if_cold_start_bytes_over,
-        savings_under: args.fail_if_savings_under,
-    };
-    let flag = match (t.cold_start_bytes_over, t.savings_under) {
-        (Some(_), _) => "--fail-if-cold-start-bytes-over",
-        (None, Some(_)) => "--fail-if-savings-under",
-        (None, None) => return Ok(t),
-    };
-    if args.dry_run {
-        return Err(Error::Usage(format!(
-            "--dry-run writes no layer, so there is no output size for {flag} to check; drop --dry-run (a failed threshold tags nothing)"
-        )));
-    }
-    Ok(t)
 }

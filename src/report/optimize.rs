@@ -291,6 +291,29 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
+    /// The gates as asked for. A dry run writes no layer, so it has no output
+    /// size to check: refused rather than passed unchecked (docs/decisions.md).
+    pub fn new(
+        cold_start_bytes_over: Option<u64>,
+        savings_under: Option<f64>,
+        dry_run: bool,
+    ) -> Result<Thresholds> {
+        let flag = match (cold_start_bytes_over, savings_under) {
+            (Some(_), _) => "--fail-if-cold-start-bytes-over",
+            (None, Some(_)) => "--fail-if-savings-under",
+            (None, None) => "",
+        };
+        if dry_run && !flag.is_empty() {
+            return Err(Error::Usage(format!(
+                "--dry-run writes no layer, so there is no output size for {flag} to check; drop --dry-run (a failed threshold tags nothing)"
+            )));
+        }
+        Ok(Thresholds {
+            cold_start_bytes_over,
+            savings_under,
+        })
+    }
+
     /// Every threshold `r`'s optimize section crosses, as one error (exit 3).
     pub fn check(&self, r: &Report) -> Result<()> {
         let Some(opt) = &r.optimize else {
