@@ -59,17 +59,12 @@ impl OptimizeSection {
             .layers
             .iter()
             .enumerate()
-            .map(|(i, d)| NewLayerRow {
-                index: i,
-                role: if i < base_count { "base" } else { "source" }.into(),
-                digest: d.digest.to_string(),
-                diff_id: a.layers[i].diff_id.to_string(),
-                media_type: d.media_type.to_string(),
-                compressed_bytes: d.size,
-                uncompressed_bytes: a.layers[i].uncompressed_size,
-                entries: a.layers[i].changes.entries,
-                origin: if i < base_count { "" } else { "passed-through" }.into(),
-                ..NewLayerRow::default()
+            .map(|(i, d)| match i < base_count {
+                true => source_row(a, i, d, "base"),
+                false => NewLayerRow {
+                    origin: "passed-through".into(),
+                    ..source_row(a, i, d, "source")
+                },
             })
             .collect();
         let cold: u64 = new_layers[base_count.min(new_layers.len())..]
@@ -163,22 +158,27 @@ fn removed_section(a: &Analysis, plan: &Plan) -> Removed {
     }
 }
 
+/// A row for the source's own layer `i`, stored as `d`.
+fn source_row(a: &Analysis, i: usize, d: &Descriptor, role: &str) -> NewLayerRow {
+    NewLayerRow {
+        index: i,
+        role: role.into(),
+        digest: d.digest.to_string(),
+        diff_id: a.layers[i].diff_id.to_string(),
+        media_type: d.media_type.to_string(),
+        compressed_bytes: d.size,
+        uncompressed_bytes: a.layers[i].uncompressed_size,
+        entries: a.layers[i].changes.entries,
+        ..NewLayerRow::default()
+    }
+}
+
 fn layer_rows(a: &Analysis, descs: &[Descriptor], written: &[OutLayer]) -> Vec<NewLayerRow> {
     let base_count = a.base_layer_count();
     let mut rows = Vec::new();
     for (i, d) in descs.iter().enumerate() {
         if i < base_count {
-            rows.push(NewLayerRow {
-                index: i,
-                role: "base".into(),
-                digest: d.digest.to_string(),
-                diff_id: a.layers[i].diff_id.to_string(),
-                media_type: d.media_type.to_string(),
-                compressed_bytes: d.size,
-                uncompressed_bytes: a.layers[i].uncompressed_size,
-                entries: a.layers[i].changes.entries,
-                ..NewLayerRow::default()
-            });
+            rows.push(source_row(a, i, d, "base"));
         } else {
             let w = &written[i - base_count];
             rows.push(NewLayerRow {

@@ -910,32 +910,24 @@ fn write_well_compressed(layout: &Path) {
     };
     let mut app = ImageSpec::lambda(&["index.handler"]);
     app.layers = base.layers.clone();
-    app.add(
-        layer(&[
+    for (seed, name) in [(1, "alpha"), (2, "beta")] {
+        let dir = format!("var/task/node_modules/{name}");
+        let mut files = vec![
             (
-                "var/task/node_modules/alpha/package.json",
-                br#"{"name":"alpha","version":"1.0.0"}"#.to_vec(),
+                format!("{dir}/package.json"),
+                format!(r#"{{"name":"{name}","version":"1.0.0"}}"#).into_bytes(),
             ),
-            ("var/task/node_modules/alpha/index.js", prose(1, 1 << 20)),
+            (format!("{dir}/index.js"), prose(seed, 1 << 20)),
+        ];
+        if name == "alpha" {
             // Incompressible, and stripped by the `tests` rule: at level 6 the
             // output gains more here than the recompression costs; at level 1 not.
-            (
-                "var/task/node_modules/alpha/test/fixture.bin",
-                noise(64 << 10),
-            ),
-        ]),
-        "RUN npm install alpha",
-    );
-    app.add(
-        layer(&[
-            (
-                "var/task/node_modules/beta/package.json",
-                br#"{"name":"beta","version":"1.0.0"}"#.to_vec(),
-            ),
-            ("var/task/node_modules/beta/index.js", prose(2, 1 << 20)),
-        ]),
-        "RUN npm install beta",
-    );
+            files.push((format!("{dir}/test/fixture.bin"), noise(64 << 10)));
+        }
+        let files: Vec<(&str, Vec<u8>)> =
+            files.iter().map(|(p, d)| (p.as_str(), d.clone())).collect();
+        app.add(layer(&files), &format!("RUN npm install {name}"));
+    }
     app.add(
         layer(&[(
             "var/task/index.js",
