@@ -15,9 +15,7 @@ use crate::report::{OptimizeSection, Report};
 use crate::transport::resolve::resolve;
 use crate::transport::{self, Source};
 use crate::ui;
-use crate::writer::execute::{
-    ExecuteOptions, keep_source, prepare, previous_output, warn_zstd_for_lambda,
-};
+use crate::writer::execute::{ExecuteOptions, prepare, previous_output, warn_zstd_for_lambda};
 use crate::writer::memo::MemoCache;
 use crate::writer::output::{Memos, Settings};
 
@@ -121,24 +119,9 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     let (source, work) = (source.as_ref(), work.path());
     let prepared = prepare(&a, &plan, source, sink.as_ref(), execute)?;
     drop(reuse);
-    let mut section = OptimizeSection::prepared(&a, &plan, &prepared);
-    // Never worse than the source: where the output would be, the source is
-    // what gets tagged.
-    let worse = section.never_worse.as_ref().and_then(|nw| nw.failed());
-    let (prepared, kept_source) = match (worse, section.never_worse.take()) {
-        (Some(why), Some(nw)) => {
-            ui::warn(&format!(
-                "keeping the source's layers: the output would be worse than the source on {why}"
-            ));
-            let kept = keep_source(&a, source, sink.as_ref())?;
-            section = OptimizeSection::kept_source(&a, &kept, nw, why);
-            (kept, true)
-        }
-        (_, nw) => {
-            section.never_worse = nw;
-            (prepared, false)
-        }
-    };
+    let (prepared, mut section) =
+        OptimizeSection::never_worse_or_source(&a, &plan, prepared, source, sink.as_ref())?;
+    let kept_source = section.is_kept_source();
     report.optimize = Some(section.clone());
     // Gates come before anything is tagged; the written output must answer like
     // the source (a kept source is the source: nothing to compare).

@@ -11,8 +11,8 @@ use crate::analysis::Analysis;
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
 use crate::plan::{OutputLayer, Plan};
-use crate::transport::BlobOutcome;
-use crate::writer::execute::{Outcome, Prepared};
+use crate::transport::{BlobOutcome, Sink, Source};
+use crate::writer::execute::{Outcome, Prepared, keep_source};
 use crate::writer::output::OutLayer;
 
 impl OptimizeSection {
@@ -49,6 +49,41 @@ impl OptimizeSection {
             never_worse: Some(nw),
             ..common(a, plan)
         }
+    }
+
+    /// The section of a prepared output, or, when that output is worse than the
+    /// source on a never-worse check, the source itself prepared for tagging in
+    /// its place (with a warning): never worse than the source.
+    pub fn never_worse_or_source<'a>(
+        a: &Analysis,
+        plan: &Plan,
+        prepared: Prepared<'a>,
+        source: &dyn Source,
+        sink: &'a dyn Sink,
+    ) -> Result<(Prepared<'a>, OptimizeSection)> {
+        let mut section = OptimizeSection::prepared(a, plan, &prepared);
+        let nw = section.never_worse.take();
+        match nw.as_ref().and_then(NeverWorse::failed) {
+            Some(why) => {
+                crate::ui::warn(&format!(
+                    "keeping the source's layers: the output would be worse than the source on {why}"
+                ));
+                let kept = keep_source(a, source, sink)?;
+                let section = OptimizeSection::kept_source(a, &kept, nw.unwrap_or_default(), why);
+                Ok((kept, section))
+            }
+            None => {
+                section.never_worse = nw;
+                Ok((prepared, section))
+            }
+        }
+    }
+
+    /// The source image was kept in place of the output.
+    pub fn is_kept_source(&self) -> bool {
+        self.never_worse
+            .as_ref()
+            .is_some_and(|nw| nw.kept_source.is_some())
     }
 
     /// The output was worse than the source on `nw`'s failed checks, so the

@@ -7,6 +7,7 @@
 //! → runtime_api (events in, answers out) → compare (bytes or JSON minus ignored paths).
 
 pub mod compare;
+pub mod gate;
 pub mod materialise;
 pub mod runtime_api;
 pub mod sandbox;
