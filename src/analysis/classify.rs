@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::fsindex::FsIndex;
+use crate::fsindex::{FsIndex, PerPath};
 use crate::layer::entry::{basename, parent};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -204,8 +204,8 @@ pub struct Classified {
 }
 
 pub struct Classification {
-    /// Aligned with `FsIndex::iter()` order.
-    pub items: Vec<Classified>,
+    /// Each path's class, and why.
+    pub items: PerPath<Classified>,
     pub packages: Vec<Package>,
     /// Python files listed by a distribution, with the package index.
     pub listed: HashMap<String, u32>,
@@ -467,9 +467,8 @@ pub fn classify(
         }
     }
 
-    let mut items = Vec::with_capacity(index.len());
-    for (path, node) in index.iter() {
-        let c = if (node.layer as usize) < base_layers {
+    let mut items = PerPath::new(index, |_, path, node| {
+        if (node.layer as usize) < base_layers {
             Classified {
                 class: Class::Base,
                 reason: Reason::BaseLayer(node.layer),
@@ -493,9 +492,8 @@ pub fn classify(
                 }
                 _ => c,
             }
-        };
-        items.push(c);
-    }
+        }
+    });
     respect_source_layers(index, &mut items);
     dirs_follow_files(index, task_root, &mut items);
 
@@ -515,25 +513,24 @@ pub fn classify(
 /// Plain task-root files of a layer below the topmost code-holding one that holds
 /// no source file (e.g. `COPY config/ …` before `COPY handler.py …`) stay below
 /// the code: they become assets.
-fn respect_source_layers(index: &FsIndex, items: &mut [Classified]) {
+fn respect_source_layers(index: &FsIndex, items: &mut PerPath<Classified>) {
     let code_file =
         |n: &crate::fsindex::Node, c: &Classified| !n.is_dir() && c.class == Class::Code;
     let Some(top) = index
-        .iter()
-        .zip(items.iter())
-        .filter(|((_, n), c)| code_file(n, c))
-        .map(|((_, n), _)| n.layer)
+        .iter_ids()
+        .filter(|&(id, _, n)| code_file(n, &items[id]))
+        .map(|(_, _, n)| n.layer)
         .max()
     else {
         return;
     };
     let with_source: std::collections::HashSet<u16> = index
-        .iter()
-        .zip(items.iter())
-        .filter(|((_, n), c)| code_file(n, c) && c.reason == Reason::SourceFile)
-        .map(|((_, n), _)| n.layer)
+        .iter_ids()
+        .filter(|&(id, _, n)| code_file(n, &items[id]) && items[id].reason == Reason::SourceFile)
+        .map(|(_, _, n)| n.layer)
         .collect();
-    for ((_, n), c) in index.iter().zip(items.iter_mut()) {
+    for (id, _, n) in index.iter_ids() {
+        let c = &mut items[id];
         if code_file(n, c)
             && c.reason == Reason::TaskRoot
             && n.layer < top
@@ -550,23 +547,25 @@ fn respect_source_layers(index: &FsIndex, items: &mut [Classified]) {
 /// A plain task-root directory goes with its files when they are all of one
 /// class other than code (`model/` with the weights), so that a layer of only
 /// model files stays one class and the code layer does not carry its directories.
-fn dirs_follow_files(index: &FsIndex, task_root: &str, items: &mut [Classified]) {
+fn dirs_follow_files(index: &FsIndex, task_root: &str, items: &mut PerPath<Classified>) {
     // Per directory: the one class of its files so far, or None once mixed.
     let mut seen: HashMap<&str, Option<Class>> = HashMap::new();
-    for ((path, n), c) in index.iter().zip(items.iter()) {
+    for (id, path, n) in index.iter_ids() {
         if n.is_dir() || !under(path, task_root) {
             continue;
         }
+        let class = items[id].class;
         let mut d = parent(path);
         while under(d, task_root) && d != task_root {
-            let e = seen.entry(d).or_insert(Some(c.class));
-            if *e != Some(c.class) {
+            let e = seen.entry(d).or_insert(Some(class));
+            if *e != Some(class) {
                 *e = None;
             }
             d = parent(d);
         }
     }
-    for ((path, n), c) in index.iter().zip(items.iter_mut()) {
+    for (id, path, n) in index.iter_ids() {
+        let c = &mut items[id];
         if n.is_dir()
             && c.reason == Reason::TaskRoot
             && let Some(Some(class)) = seen.get(path)
@@ -762,9 +761,8 @@ mod tests {
         ix.finish();
         let c = classify(&ix, 1, "var/task", &AssetOptions::default()).unwrap();
         let got: HashMap<&str, (Class, Reason)> = ix
-            .iter()
-            .zip(&c.items)
-            .map(|((p, _), c)| (p, (c.class, c.reason)))
+            .iter_ids()
+            .map(|(id, p, _)| (p, (c.items[id].class, c.items[id].reason)))
             .collect();
         assert_eq!(
             got["var/task/config/app.json"],

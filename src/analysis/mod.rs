@@ -476,7 +476,7 @@ pub fn analyze(
         })
         .collect();
     let mut seen = std::collections::HashSet::new();
-    for ((_, node), c) in index.iter().zip(&classes.items) {
+    for (id, _, node) in index.iter_ids() {
         if node.is_dir() {
             continue;
         }
@@ -487,7 +487,7 @@ pub fn analyze(
         };
         layers[node.layer as usize]
             .classes
-            .entry(c.class)
+            .entry(classes.items[id].class)
             .or_default()
             .add(bytes);
     }

@@ -153,11 +153,12 @@ pub fn plan(
         .flat_map(|p| p.files.iter().map(String::as_str))
         .collect();
     let mut roots: Vec<(String, String)> = Vec::new();
-    for ((path, n), c) in index.iter().zip(&classes.items) {
+    for (id, path, n) in index.iter_ids() {
         if n.is_dir() {
             continue;
         }
         let keep = o.keep.is_match(format!("/{path}"));
+        let c = &classes.items[id];
         let root = match c.class {
             Class::Deps | Class::Assets | Class::Code => true,
             // Files no package owns stay (unless a file rule takes them): what
@@ -347,11 +348,9 @@ fn leftovers(
     paths: &mut HashMap<String, Option<usize>>,
 ) {
     let system: Vec<(&str, &crate::fsindex::Node)> = index
-        .iter()
-        .zip(&classes.items)
-        .filter(|(_, c)| c.class == Class::System)
-        .map(|(x, _)| x)
-        .filter(|(_, n)| n.layer >= base_layers)
+        .iter_ids()
+        .filter(|&(id, _, n)| classes.items[id].class == Class::System && n.layer >= base_layers)
+        .map(|(_, path, n)| (path, n))
         .collect();
     for (path, n) in &system {
         if n.is_dir() || !path.ends_with(".pyc") || basename(parent(path)) != "__pycache__" {

@@ -8,12 +8,14 @@
 //! Memory grows with the number of paths (compact metadata), never with sizes.
 
 mod path;
+mod per_path;
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 pub use self::path::PathKey;
+pub use self::per_path::{PathId, PerPath};
 use crate::error::{Error, Result};
 use crate::layer::entry::{FileType, parent};
 use crate::layer::{Entry, EntryKind, Meta};
@@ -114,6 +116,9 @@ pub struct FsIndex {
     pub programs: HashMap<ContentId, Box<crate::layer::program::Program>>,
     pub layers: Vec<LayerChanges>,
     finished: bool,
+    /// Paths were added or removed after `finish` (a derived filesystem such as
+    /// the expected output): positions moved, so this index hands out no `PathId`s.
+    reshaped: bool,
 }
 
 fn implicit_dir(layer: u16) -> Node {
@@ -145,6 +150,20 @@ impl FsIndex {
     /// All paths in order; parents come before their children.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
         self.nodes.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// `iter()` with each path's id, for reading and building `PerPath`s. Ids
+    /// are positions, valid only once no layer can add or remove a path: the
+    /// index must be finished and not changed since.
+    pub fn iter_ids(&self) -> impl Iterator<Item = (PathId, &str, &Node)> {
+        assert!(
+            self.finished && !self.reshaped,
+            "path ids of an index whose paths can still change"
+        );
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| (PathId::new(i), k.as_str(), v))
     }
 
     pub fn len(&self) -> usize {
@@ -586,6 +605,7 @@ impl FsIndex {
     /// Remove paths (the optimize plan's removals) from a finished index. Used to
     /// compute the filesystem the output must have.
     pub fn remove_paths<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
+        self.reshaped = true;
         for p in paths {
             self.nodes.remove(&PathKey::from(p));
         }
@@ -606,6 +626,7 @@ impl FsIndex {
 
     /// Insert a node directly (building an expected filesystem in tests and verification).
     pub fn insert(&mut self, path: &str, node: Node) {
+        self.reshaped = true;
         self.nodes.insert(PathKey::from(path), node);
     }
 }

@@ -420,3 +420,51 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn per_path_has_one_value_per_path_read_by_ids_in_iter_order() {
+    let mut ix = FsIndex::new();
+    // Out of order in the tar, and "a-b" sorts after "a/…" (PathKey order).
+    ix.apply(
+        vec![file("a-b", 1), dir("a"), file("a/z", 2), file("a/c", 3)],
+        "l0",
+    )
+    .unwrap();
+    ix.apply(vec![e("a/z", EntryKind::Whiteout, 0)], "l1")
+        .unwrap();
+    ix.finish();
+    let sizes = PerPath::new(&ix, |_, _, n| ix.size_of(n));
+    assert_eq!(sizes.len(), ix.len());
+    // Ids follow iter() order, and each id reads back its own path's value.
+    let by_id: Vec<(&str, u64)> = ix.iter_ids().map(|(id, p, _)| (p, sizes[id])).collect();
+    assert_eq!(
+        by_id,
+        ix.iter()
+            .map(|(p, n)| (p, ix.size_of(n)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(by_id, vec![("a", 0), ("a/c", 3), ("a-b", 1)]);
+    let ids: Vec<PathId> = ix.iter_ids().map(|(id, _, _)| id).collect();
+    assert_eq!(sizes.iter().map(|(id, _)| id).collect::<Vec<_>>(), ids);
+    let mut sizes = sizes;
+    sizes[ids[2]] += 10;
+    assert_eq!(sizes.values().copied().collect::<Vec<_>>(), vec![0, 3, 11]);
+}
+
+#[test]
+#[should_panic(expected = "path ids of an index whose paths can still change")]
+fn an_unfinished_index_hands_out_no_path_ids() {
+    let mut ix = FsIndex::new();
+    ix.apply(vec![file("a", 1)], "l0").unwrap();
+    let _ = PerPath::new(&ix, |_, _, _| ());
+}
+
+#[test]
+#[should_panic(expected = "path ids of an index whose paths can still change")]
+fn an_index_with_paths_removed_after_finish_hands_out_no_path_ids() {
+    let mut ix = FsIndex::new();
+    ix.apply(vec![file("a", 1), file("b", 1)], "l0").unwrap();
+    ix.finish();
+    ix.remove_paths(["a"]);
+    let _ = ix.iter_ids().count();
+}

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::analysis::Analysis;
 use crate::analysis::classify::{Class, classify_path};
-use crate::fsindex::{FsIndex, PathKey};
+use crate::fsindex::{FsIndex, PathId, PathKey, PerPath};
 use crate::layer::Meta;
 use crate::layer::entry::parent;
 
@@ -48,12 +48,11 @@ pub struct PlanOptions {
 }
 
 pub struct Plan {
-    /// Aligned with `FsIndex::iter()`: the new layer a path goes to; `None` for
-    /// paths the base provides and for removed paths.
-    pub placement: Vec<Option<Class>>,
-    /// Aligned with `placement`: the path comes with a pass-through layer, so no
-    /// written layer carries it.
-    pub passed: Vec<bool>,
+    /// The new layer each path goes to; `None` for paths the base provides and
+    /// for removed paths.
+    pub placement: PerPath<Option<Class>>,
+    /// The path comes with a pass-through layer, so no written layer carries it.
+    pub passed: PerPath<bool>,
     /// Every output layer above the base, in order.
     pub outputs: Vec<OutputLayer>,
     /// Base paths the source's upper layers deleted, by the layer that deletes them again.
@@ -64,8 +63,8 @@ pub struct Plan {
     /// Database files written with new content: path → index in
     /// `Analysis::packages.edited`.
     pub edited: HashMap<String, usize>,
-    /// Path → position in index order.
-    position: HashMap<String, usize>,
+    /// Path → id in the analysed index.
+    position: HashMap<String, PathId>,
 }
 
 impl Plan {
@@ -75,32 +74,23 @@ impl Plan {
 
     pub fn with_options(a: &Analysis, opts: PlanOptions) -> Plan {
         let base_count = a.base_layer_count();
-        let mut placement = Vec::with_capacity(a.index.len());
         let mut removed = Vec::new();
         let mut position = HashMap::with_capacity(a.index.len());
-        for (i, (((path, node), c), d)) in a
-            .index
-            .iter()
-            .zip(&a.classes.items)
-            .zip(&a.strip.decisions)
-            .enumerate()
-        {
-            position.insert(path.to_string(), i);
+        let mut placement = PerPath::new(&a.index, |id, path, node| {
+            position.insert(path.to_string(), id);
             if (node.layer as usize) < base_count {
-                placement.push(None);
-                continue;
+                return None;
             }
-            if let Some(r) = d {
+            if let Some(r) = a.strip.decisions[id] {
                 removed.push(Removal {
                     path: format!("/{path}"),
-                    rule: a.strip.rules[*r as usize].id.clone(),
+                    rule: a.strip.rules[r as usize].id.clone(),
                     bytes: a.index.size_of(node),
                 });
-                placement.push(None);
-                continue;
+                return None;
             }
-            placement.push(Some(c.class));
-        }
+            Some(a.classes.items[id].class)
+        });
 
         // Deletions of base paths: the topmost missing path of each deleted subtree.
         let mut whiteouts = Vec::new();
@@ -135,7 +125,7 @@ impl Plan {
             whiteouts.push((path.to_string(), class));
         }
 
-        let mut passed = vec![false; placement.len()];
+        let mut passed = PerPath::new(&a.index, |_, _, _| false);
         let sources = if opts.pass_through {
             pass_through(a, &mut placement, &mut passed, &position)
         } else {
@@ -146,8 +136,7 @@ impl Plan {
             .filter(|c| {
                 placement
                     .iter()
-                    .zip(&passed)
-                    .any(|(p, done)| *p == Some(*c) && !done)
+                    .any(|(id, p)| *p == Some(*c) && !passed[id])
                     || whiteouts.iter().any(|(_, w)| w == c)
             })
             .collect();
@@ -192,7 +181,7 @@ impl Plan {
     }
 
     pub fn class_of(&self, path: &str) -> Option<Class> {
-        self.position.get(path).and_then(|&i| self.placement[i])
+        self.position.get(path).and_then(|&id| self.placement[id])
     }
 
     /// Metadata for a directory written into `layer` only because something below
@@ -244,10 +233,9 @@ pub enum Item<'a> {
 pub fn items<'a>(a: &'a Analysis, plan: &'a Plan, class: Class) -> Vec<Item<'a>> {
     let mut paths = a
         .index
-        .iter()
-        .zip(plan.placement.iter().zip(&plan.passed))
-        .filter(|(_, (p, passed))| **p == Some(class) && !**passed)
-        .map(|((path, node), _)| Item::Path(path, node))
+        .iter_ids()
+        .filter(|&(id, _, _)| plan.placement[id] == Some(class) && !plan.passed[id])
+        .map(|(_, path, node)| Item::Path(path, node))
         .peekable();
     let mut wh = plan
         .whiteouts
@@ -281,9 +269,9 @@ pub fn items<'a>(a: &'a Analysis, plan: &'a Plan, class: Class) -> Vec<Item<'a>>
 /// Claims the layer's final paths (`passed`) and returns (layer, class) pairs.
 fn pass_through(
     a: &Analysis,
-    placement: &mut [Option<Class>],
-    passed: &mut [bool],
-    position: &HashMap<String, usize>,
+    placement: &mut PerPath<Option<Class>>,
+    passed: &mut PerPath<bool>,
+    position: &HashMap<String, PathId>,
 ) -> Vec<(usize, Class)> {
     let base_count = a.base_layer_count();
     // A layer holding a package database file that is edited is not the same
@@ -330,7 +318,7 @@ fn pass_through(
     // Then the directories, against the placements the candidates make; a
     // candidate that fails is dropped and the rest checked again.
     loop {
-        let mut claimed = placement.to_vec();
+        let mut claimed = placement.clone();
         for &(l, c) in &candidates {
             for e in a.layers[l].entries.iter().flatten() {
                 if let Some(&i) = position.get(&*e.path)

@@ -460,10 +460,9 @@ impl Report {
             .collect();
         let files = list_files.then(|| {
             a.index
-                .iter()
-                .zip(&a.classes.items)
-                .zip(&a.strip.decisions)
-                .map(|(((path, n), c), d)| FileRow {
+                .iter_ids()
+                .map(|(id, path, n)| (path, n, &a.classes.items[id], a.strip.decisions[id]))
+                .map(|(path, n, c, d)| FileRow {
                     path: format!("/{path}"),
                     ftype: n.ftype,
                     class: c.class,

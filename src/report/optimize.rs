@@ -270,8 +270,8 @@ fn planned_layers(a: &Analysis, plan: &Plan) -> Vec<NewLayerRow> {
         }
         let mut entries = 0;
         let mut bytes = 0;
-        for (((_, n), p), passed) in a.index.iter().zip(&plan.placement).zip(&plan.passed) {
-            if *p == Some(class) && !passed {
+        for (id, _, n) in a.index.iter_ids() {
+            if plan.placement[id] == Some(class) && !plan.passed[id] {
                 entries += 1;
                 bytes += a.index.size_of(n);
             }

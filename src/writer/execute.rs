@@ -262,9 +262,9 @@ fn spools(
         });
     }
     let mut needed = std::collections::BTreeSet::new();
-    for (((_, n), p), passed) in a.index.iter().zip(&plan.placement).zip(&plan.passed) {
-        if let Some(class) = p
-            && !passed
+    for (id, _, n) in a.index.iter_ids() {
+        if let Some(class) = &plan.placement[id]
+            && !plan.passed[id]
             && !memoized.contains(class)
             && let Some(c) = n.content
         {

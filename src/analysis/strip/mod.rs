@@ -18,7 +18,7 @@ pub use self::rules::Profile;
 use self::rules::{DEV_DEPENDENCIES, NON_BASE, RULES, STALE_BYTECODE};
 use super::classify::{Class, Classification};
 use crate::error::{Error, Result};
-use crate::fsindex::{Count, FsIndex};
+use crate::fsindex::{Count, FsIndex, PathId, PerPath};
 use crate::layer::entry::{FileType, basename, parent};
 
 #[derive(Clone, Debug, Default)]
@@ -40,8 +40,8 @@ pub struct RuleInfo {
 
 /// Which final paths a rewrite would remove, and why.
 pub struct StripPlan {
-    /// Aligned with `FsIndex::iter()`: the rule (index into `rules`) removing the path.
-    pub decisions: Vec<Option<u16>>,
+    /// The rule (index into `rules`) removing each path, if one does.
+    pub decisions: PerPath<Option<u16>>,
     pub rules: Vec<RuleInfo>,
     pub by_rule: BTreeMap<String, Count>,
     pub total: Count,
@@ -160,16 +160,13 @@ pub fn plan(
     let dev = dev_packages(index, classes);
     let pyc_keep = classes.python_tag.clone();
 
-    // First pass: rule matches.
-    let mut decisions: Vec<Option<u16>> = Vec::with_capacity(index.len());
-    let mut kept_by_user: Vec<bool> = Vec::with_capacity(index.len());
-    let mut shadowing: Vec<bool> = Vec::with_capacity(index.len());
-    for ((path, node), c) in index.iter().zip(&classes.items) {
+    // First pass: rule matches. A match that `--keep` or a base path overrides
+    // is noted as protected (sorted below, so the order they come in does not matter).
+    let mut protected: Vec<(String, String)> = Vec::new();
+    let mut decisions = PerPath::new(index, |id, path, node| {
+        let c = &classes.items[id];
         if c.class == Class::Base {
-            decisions.push(None);
-            kept_by_user.push(false);
-            shadowing.push(false);
-            continue;
+            return None;
         }
         let abs = format!("/{path}");
         let mut decision = None;
@@ -195,52 +192,37 @@ pub fn plan(
         }
         let user_keep = decision.is_some() && keep.is_match(&abs);
         let shadows_base = decision.is_some() && base.get(path).is_some();
-        kept_by_user.push(user_keep);
-        shadowing.push(shadows_base);
-        decisions.push(if user_keep || shadows_base {
+        if user_keep {
+            protected.push((path.to_string(), "matched --keep".to_string()));
+        }
+        if shadows_base {
+            protected.push((
+                path.to_string(),
+                "replaces a base-layer path; removing it would bring the base version back"
+                    .to_string(),
+            ));
+        }
+        if user_keep || shadows_base {
             None
         } else {
             decision
-        });
-    }
+        }
+    });
 
-    let entries: Vec<(&str, &crate::fsindex::Node)> = index.iter().collect();
-    let position: HashMap<&str, usize> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, (p, _))| (*p, i))
-        .collect();
-    let mut protected: Vec<(String, String)> = entries
-        .iter()
-        .zip(&kept_by_user)
-        .filter(|(_, k)| **k)
-        .map(|((p, _), _)| (p.to_string(), "matched --keep".to_string()))
-        .chain(
-            entries
-                .iter()
-                .zip(&shadowing)
-                .filter(|(_, s)| **s)
-                .map(|((p, _), _)| {
-                    (
-                        p.to_string(),
-                        "replaces a base-layer path; removing it would bring the base version back"
-                            .to_string(),
-                    )
-                }),
-        )
-        .collect();
+    let entries: Vec<(PathId, &str, &crate::fsindex::Node)> = index.iter_ids().collect();
+    let position: HashMap<&str, PathId> = entries.iter().map(|&(id, p, _)| (p, id)).collect();
 
     // Protect link targets until nothing changes: a kept link may protect a link.
     loop {
         let mut changed = false;
-        let mut by_content: HashMap<u32, Vec<usize>> = HashMap::new();
-        for (i, (_, n)) in entries.iter().enumerate() {
+        let mut by_content: HashMap<u32, Vec<(PathId, &str)>> = HashMap::new();
+        for &(id, path, n) in &entries {
             if let Some(c) = n.content {
-                by_content.entry(c).or_default().push(i);
+                by_content.entry(c).or_default().push((id, path));
             }
         }
-        for (i, (path, n)) in entries.iter().enumerate() {
-            if decisions[i].is_some() || n.ftype != FileType::Symlink {
+        for &(id, path, n) in &entries {
+            if decisions[id].is_some() || n.ftype != FileType::Symlink {
                 continue;
             }
             let dest = FsIndex::symlink_destination(path, n.target.as_deref().unwrap_or(""));
@@ -267,10 +249,10 @@ pub fn plan(
             });
         }
         for members in by_content.values().filter(|m| m.len() > 1) {
-            let any_kept = members.iter().any(|&m| decisions[m].is_none());
+            let any_kept = members.iter().any(|&(m, _)| decisions[m].is_none());
             if any_kept {
-                for &m in members {
-                    changed |= unstrip(&mut decisions, &mut protected, m, entries[m].0, || {
+                for &(m, path) in members {
+                    changed |= unstrip(&mut decisions, &mut protected, m, path, || {
                         "a kept hard link shares its content".into()
                     });
                 }
@@ -283,12 +265,11 @@ pub fn plan(
 
     // Directories go only when everything under them goes (children before parents).
     let mut has_kept: HashSet<&str> = HashSet::new();
-    for i in (0..entries.len()).rev() {
-        let (path, n) = entries[i];
-        if n.is_dir() && decisions[i].is_some() && has_kept.contains(path) {
-            decisions[i] = None;
+    for &(id, path, n) in entries.iter().rev() {
+        if n.is_dir() && decisions[id].is_some() && has_kept.contains(path) {
+            decisions[id] = None;
         }
-        if decisions[i].is_none() {
+        if decisions[id].is_none() {
             let mut d = parent(path);
             while !d.is_empty() && has_kept.insert(d) {
                 d = parent(d);
@@ -299,8 +280,8 @@ pub fn plan(
     let mut by_rule: BTreeMap<String, Count> = BTreeMap::new();
     let mut total = Count::default();
     let mut seen_content = HashSet::new();
-    for (i, (_, n)) in entries.iter().enumerate() {
-        let Some(r) = decisions[i] else { continue };
+    for &(id, _, n) in &entries {
+        let Some(r) = decisions[id] else { continue };
         if n.is_dir() {
             continue;
         }
@@ -337,9 +318,9 @@ fn pyc_tag(path: &str) -> Option<&str> {
 
 /// Keep entry `j`, which a rule matched, and say why; whether that changed anything.
 fn unstrip(
-    decisions: &mut [Option<u16>],
+    decisions: &mut PerPath<Option<u16>>,
     protected: &mut Vec<(String, String)>,
-    j: usize,
+    j: PathId,
     path: &str,
     why: impl FnOnce() -> String,
 ) -> bool {
@@ -428,10 +409,9 @@ mod link_tests {
     }
 
     fn removed(ix: &FsIndex, p: &StripPlan) -> Vec<String> {
-        ix.iter()
-            .zip(&p.decisions)
-            .filter(|(_, d)| d.is_some())
-            .map(|((path, _), _)| path.to_string())
+        ix.iter_ids()
+            .filter(|&(id, _, _)| p.decisions[id].is_some())
+            .map(|(_, path, _)| path.to_string())
             .collect()
     }
 
