@@ -140,7 +140,7 @@ impl Walk<'_, '_> {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        match self.reader.program(&real)? {
+        match self.reader.program(&real) {
             Some(Program::Elf(d)) => {
                 let origin = parent(&real).to_string();
                 for name in &d.needed {

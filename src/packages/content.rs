@@ -9,8 +9,8 @@ use std::io::Read;
 use crate::error::{Error, Result};
 use crate::fsindex::FsIndex;
 use crate::layer::entry::FileType;
+use crate::layer::program::Program;
 pub use crate::layer::program::SpoolSlice;
-use crate::layer::program::{self, Program};
 
 pub struct ContentReader<'a> {
     pub index: &'a FsIndex,
@@ -61,46 +61,24 @@ impl<'a> ContentReader<'a> {
         }
     }
 
-    /// What running `path` (after following symlinks) makes the loader open:
-    /// from the layer listing's note, or read from the spool.
-    pub fn program(&self, path: &str) -> Result<Option<Program>> {
-        let Some(real) = self.index.resolve(path) else {
-            return Ok(None);
-        };
-        let Some(id) = self
+    /// What running `path` (after following symlinks) makes the loader open,
+    /// as the layer reader noted it. A file of an upper layer whose listing
+    /// carries no notes is unknown: it is recorded as missing.
+    pub fn program(&self, path: &str) -> Option<Program> {
+        let real = self.index.resolve(path)?;
+        let id = self
             .index
             .get(&real)
             .filter(|n| n.ftype == FileType::File)
-            .and_then(|n| n.content)
-        else {
-            return Ok(None);
-        };
+            .and_then(|n| n.content)?;
         if let Some(p) = self.index.programs.get(&id) {
-            return Ok(Some((**p).clone()));
+            return Some((**p).clone());
         }
-        if self
-            .programs
-            .get(self.index.content(id).layer as usize)
-            .copied()
-            .unwrap_or(false)
-        {
-            // The listing notes every program: this file is none.
-            return Ok(None);
+        let layer = self.index.content(id).layer;
+        if !self.programs.get(layer as usize).copied().unwrap_or(false) {
+            self.note_missing(layer, &real);
         }
-        let Some(head) = self.head(&real, program::HEAD)? else {
-            return Ok(None);
-        };
-        Ok(match program::from_head(&head) {
-            Some(Some(p)) => Some(p),
-            Some(None) => match self.open(&real) {
-                Some(Bytes::Spool(s)) => program::dynamic(s).map(Program::Elf),
-                Some(Bytes::Captured(b)) => {
-                    program::dynamic(std::io::Cursor::new(b)).map(Program::Elf)
-                }
-                None => None,
-            },
-            None => None,
-        })
+        None
     }
 
     /// A regular file's bytes (after following symlinks), or `None` when the
@@ -121,27 +99,6 @@ impl<'a> ContentReader<'a> {
             return None;
         };
         Some(Bytes::Spool(SpoolSlice::new(file, c.data_offset, c.size)))
-    }
-
-    /// Whether the content of `path` can be read.
-    pub fn readable(&self, path: &str) -> bool {
-        self.open(path).is_some()
-    }
-
-    /// The first bytes of a file (magic numbers, shebang lines).
-    pub fn head(&self, path: &str, n: usize) -> Result<Option<Vec<u8>>> {
-        match self.open(path) {
-            None => Ok(None),
-            Some(Bytes::Captured(b)) => Ok(Some(b[..b.len().min(n)].to_vec())),
-            Some(Bytes::Spool(mut s)) => {
-                let mut buf = Vec::with_capacity(n);
-                (&mut s)
-                    .take(n as u64)
-                    .read_to_end(&mut buf)
-                    .map_err(|e| Error::io(format!("reading /{path} from its layer"), e))?;
-                Ok(Some(buf))
-            }
-        }
     }
 
     /// A whole (database) file, refusing one over `limit` bytes.
