@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{Entry, LayerListing, ReadOptions, read_layer};
 use crate::digest::Digest;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result, from_io};
 use crate::image::{Compression, Descriptor};
 use crate::transport::Source;
 
 // v2: entries carry what ELF files and scripts need to run (`programs`).
 const FORMAT: &str = "coldpress.layer-listing/v2";
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Stored {
     format: String,
     digest: Digest,
@@ -129,5 +129,178 @@ impl LayerCache {
         self.reads.fetch_add(1, Ordering::Relaxed);
         self.store(&l)?;
         Ok(l)
+    }
+
+    /// The file that holds `d`'s listing, when this cache has a current one.
+    /// Its bytes are the same on every runner that read the same layer the
+    /// same way, so a copy another run attached is found in the registry.
+    pub fn stored_file(&self, d: &Digest) -> Option<PathBuf> {
+        self.load(d).map(|_| self.path(d))
+    }
+
+    /// Whether this cache holds a listing file for `d` (of any format).
+    pub fn holds(&self, d: &Digest) -> bool {
+        self.path(d).exists()
+    }
+
+    /// Add the listing of layer `d` from a file another run's cache held (see
+    /// [`stored_file`](Self::stored_file)), read from `r` and at most `max`
+    /// bytes once decompressed. `what` names it in errors.
+    ///
+    /// It comes from a registry: it must be about `d`, and every path in it
+    /// must be one the layer reader could have produced. Whether it is true
+    /// to the layer cannot be checked without reading the layer, which is
+    /// what it saves (docs/decisions.md).
+    pub fn import(
+        &self,
+        d: &Digest,
+        mut r: impl std::io::Read,
+        max: u64,
+        what: &str,
+    ) -> Result<()> {
+        use std::io::Read as _;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
+            .with_ctx(|| format!("creating a temporary file in {}", self.dir.display()))?;
+        std::io::copy(&mut r, tmp.as_file_mut()).map_err(|e| from_io(what, e))?;
+        let mut raw = Vec::new();
+        zstd::stream::read::Decoder::new(std::fs::File::open(tmp.path()).with_ctx(|| what)?)
+            .and_then(|z| z.take(max + 1).read_to_end(&mut raw))
+            .map_err(|e| from_io(what, e))?;
+        if raw.len() as u64 > max {
+            return Err(Error::invalid(
+                what,
+                format!("decompresses to more than {max} bytes"),
+            ));
+        }
+        let stored: Stored = serde_json::from_slice(&raw).map_err(|e| Error::invalid(what, e))?;
+        if stored.format != FORMAT {
+            return Err(Error::unsupported(
+                what,
+                format!("listing format {:?}", stored.format),
+            ));
+        }
+        if &stored.digest != d {
+            return Err(Error::invalid(
+                what,
+                format!("it is the listing of {}, not {d}", stored.digest),
+            ));
+        }
+        if let Some(bad) = stored.entries.iter().find_map(bad_path) {
+            return Err(Error::invalid(what, format!("it holds the path {bad:?}")));
+        }
+        tmp.persist(self.path(d))
+            .map_err(|e| Error::io(format!("storing {what}"), e.error))?;
+        Ok(())
+    }
+}
+
+/// A path (or hard-link target) the layer reader would never have produced.
+fn bad_path(e: &Entry) -> Option<String> {
+    let normal = |p: &str| super::entry::normalize_path(p.as_bytes()).as_deref() == Ok(p);
+    // Only the root directory's own entry (`./`) has an empty path.
+    let path_ok = normal(&e.path) && (!e.path.is_empty() || e.kind == super::EntryKind::Dir);
+    match &e.kind {
+        _ if !path_ok => Some(e.path.to_string()),
+        super::EntryKind::Hardlink(t) if t.is_empty() || !normal(t) => Some(t.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{EntryKind, Meta};
+
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            meta: Meta::default(),
+            size: 0,
+            data_offset: 0,
+            content_hash: None,
+            captured: None,
+            program: None,
+        }
+    }
+
+    fn listing(layer: &Digest, entries: Vec<Entry>) -> LayerListing {
+        LayerListing {
+            digest: layer.clone(),
+            diff_id: Digest::of(b"diff"),
+            compressed_size: 1,
+            uncompressed_size: 2,
+            compression: Compression::Gzip,
+            entries,
+            spool: None,
+            programs: true,
+        }
+    }
+
+    fn cache() -> (tempfile::TempDir, LayerCache) {
+        let d = tempfile::tempdir().unwrap();
+        let c = LayerCache::new(Some(d.path().to_path_buf())).unwrap();
+        (d, c)
+    }
+
+    /// What one runner stored, another imports byte for byte: that is what
+    /// lets a registry hold each listing once.
+    #[test]
+    fn a_stored_listing_imports_byte_for_byte() {
+        let layer = Digest::of(b"layer");
+        let (_a, a) = cache();
+        a.store(&listing(
+            &layer,
+            vec![
+                entry("", EntryKind::Dir),
+                entry("usr/bin/x", EntryKind::File),
+                entry("usr/bin/y", EntryKind::Hardlink("usr/bin/x".into())),
+            ],
+        ))
+        .unwrap();
+        let file = a.stored_file(&layer).unwrap();
+        assert!(a.stored_file(&Digest::of(b"other")).is_none());
+
+        let (_b, b) = cache();
+        assert!(!b.holds(&layer));
+        b.import(&layer, std::fs::File::open(&file).unwrap(), 1 << 20, "test")
+            .unwrap();
+        assert_eq!(
+            std::fs::read(b.stored_file(&layer).unwrap()).unwrap(),
+            std::fs::read(&file).unwrap()
+        );
+        assert_eq!(b.load(&layer).unwrap().entries.len(), 3);
+    }
+
+    #[test]
+    fn import_refuses_what_the_reader_could_not_have_written() {
+        let layer = Digest::of(b"layer");
+        let other = Digest::of(b"other");
+        let refused = |l: LayerListing, d: &Digest, max: u64| -> String {
+            let (_a, a) = cache();
+            a.store(&l).unwrap();
+            let (_b, b) = cache();
+            let f = std::fs::File::open(a.path(&l.digest)).unwrap();
+            let e = b.import(d, f, max, "listing X").unwrap_err().to_string();
+            assert!(!b.holds(d), "nothing stored for {e}");
+            e
+        };
+        let ok = || vec![entry("etc/passwd", EntryKind::File)];
+        assert!(refused(listing(&other, ok()), &layer, 1 << 20).contains(&format!("not {layer}")));
+        for (bad, kind) in [
+            ("../etc/passwd", EntryKind::File),
+            ("/etc/passwd", EntryKind::File),
+            ("a//b", EntryKind::File),
+            ("", EntryKind::File),
+            ("bin/x", EntryKind::Hardlink("../../x".into())),
+        ] {
+            let e = refused(listing(&layer, vec![entry(bad, kind)]), &layer, 1 << 20);
+            assert!(e.starts_with("listing X: it holds the path"), "{bad}: {e}");
+        }
+        let many = (0..1000)
+            .map(|i| entry(&format!("f{i}"), EntryKind::File))
+            .collect();
+        let e = refused(listing(&layer, many), &layer, 1000);
+        assert!(e.contains("decompresses to more than 1000 bytes"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 //! blob → sha256 (digest) → decompress → sha256 (diff_id) → [spool] → tar entries.
 //! Nothing holds a layer in memory; each entry becomes compact metadata.
 
+pub mod attached;
 pub mod cache;
 pub mod compression;
 pub mod entry;

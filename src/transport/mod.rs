@@ -35,6 +35,13 @@ pub trait Source: Send + Sync {
     fn registry_ref(&self) -> Option<&crate::reference::RegistryRef> {
         None
     }
+
+    /// A manifest under another tag of the same repository (where artifacts
+    /// about the image are found, see [`Sink::put_tagged`]); `None` when the
+    /// tag does not exist or the transport keeps no such tags.
+    fn tagged(&self, _tag: &str) -> Result<Option<RawManifest>> {
+        Ok(None)
+    }
 }
 
 /// Something that can be read from the start as often as needed (retries re-open it).
@@ -113,6 +120,21 @@ pub trait Sink: Send + Sync {
 
     /// Store the manifest and point the destination's tag at it.
     fn put_manifest(&self, manifest: &RawManifest) -> Result<()>;
+
+    /// Store a manifest that is not the image itself (an artifact about it) in
+    /// the destination's repository, under `tag` or, with `None`, by digest
+    /// only. The destination's own tag is left alone. Only registries keep
+    /// such manifests: a layout or archive destination is handed to tools that
+    /// expect one image in it.
+    fn put_tagged(&self, manifest: &RawManifest, _tag: Option<&str>) -> Result<()> {
+        Err(Error::Unsupported {
+            what: self.describe(),
+            message: format!(
+                "only a registry keeps artifacts beside an image (manifest {})",
+                manifest.digest
+            ),
+        })
+    }
 }
 
 /// Settings shared by all transports (mostly registry ones).

@@ -89,6 +89,14 @@ impl Source for RegistrySource {
         Ok(Box::new(self.client.open_blob(&self.r.repository, desc)?))
     }
 
+    fn tagged(&self, tag: &str) -> Result<Option<RawManifest>> {
+        match self.client.get_manifest(&self.r.repository, tag, None) {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn registry_ref(&self) -> Option<&RegistryRef> {
         Some(&self.r)
     }
@@ -173,6 +181,12 @@ impl Sink for RegistrySink {
             .tag
             .clone()
             .unwrap_or_else(|| manifest.digest.to_string());
+        self.client
+            .put_manifest(&self.r.repository, &reference, manifest)
+    }
+
+    fn put_tagged(&self, manifest: &RawManifest, tag: Option<&str>) -> Result<()> {
+        let reference = tag.map_or_else(|| manifest.digest.to_string(), str::to_string);
         self.client
             .put_manifest(&self.r.repository, &reference, manifest)
     }
