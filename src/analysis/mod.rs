@@ -306,9 +306,8 @@ fn wants_content(path: &str) -> bool {
 }
 
 /// Analyze an image for `optimize`: every upper layer hashed, spooled under
-/// `work` and its programs noted; listings through the layer cache under
-/// `cache_dir` (a temporary one without it); each pass-through candidate's
-/// entries kept.
+/// `work` and its programs noted; listings through `cache`; each pass-through
+/// candidate's entries kept.
 pub fn for_rewrite(
     source: &dyn Source,
     image: ResolvedImage,
@@ -316,13 +315,10 @@ pub fn for_rewrite(
     catalog: &Catalog,
     mut opts: AnalyzeOptions,
     work: &std::path::Path,
-    cache_dir: Option<&std::path::Path>,
+    cache: std::sync::Arc<crate::layer::cache::LayerCache>,
 ) -> Result<Analysis> {
     opts.read.hash_contents = true;
     opts.spool_dir = Some(work.to_path_buf());
-    let cache = std::sync::Arc::new(crate::layer::cache::LayerCache::new(
-        cache_dir.map(|c| c.join("layers")),
-    )?);
     opts.layer_cache = Some(cache.clone());
     opts.cache_base_only = true;
     opts.cache_upper = true;

@@ -4,20 +4,27 @@
 
 use super::analyze::emit;
 use crate::analysis;
+use crate::analysis::Analysis;
 use crate::catalog::Catalog;
 use crate::cli::{LayerCompression, ManifestFormat, OptimizeArgs};
 use crate::error::{Error, Result};
 use crate::image::Compression;
+use crate::layer::attached;
+use crate::layer::cache::LayerCache;
 use crate::plan::{Plan, PlanOptions};
 use crate::reference::ImageRef;
 use crate::report::optimize::Thresholds;
 use crate::report::{OptimizeSection, Report};
 use crate::transport::resolve::resolve;
 use crate::transport::{self, Source};
+use crate::transport::{Sink, TransportOptions};
 use crate::ui;
-use crate::writer::execute::{ExecuteOptions, prepare, previous_output, warn_zstd_for_lambda};
+use crate::writer::execute::{
+    ExecuteOptions, Outcome, prepare, previous_output, warn_zstd_for_lambda,
+};
 use crate::writer::memo::MemoCache;
 use crate::writer::output::{Memos, Settings};
+use std::sync::Arc;
 
 pub fn run(args: &OptimizeArgs) -> Result<()> {
     let compression = match args.compression {
@@ -58,6 +65,35 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         .cache_dir
         .clone()
         .or_else(crate::catalog::default_cache_dir);
+    let layer_cache = Arc::new(LayerCache::new(
+        cache_dir.as_ref().map(|c| c.join("layers")),
+    )?);
+    // An earlier output to reuse layers from: `--reuse-from`, else what the
+    // destination tag points to now (a docker archive is rewritten whole). The
+    // listings attached to it spare reading the layers the source shares with it.
+    let reuse_ref = match (&args.reuse_from, args.no_reuse) {
+        (_, true) => None,
+        (Some(r), _) => Some(ImageRef::parse(r)?),
+        (None, _) => (!matches!(dst, ImageRef::DockerArchive { .. })).then(|| dst.clone()),
+    };
+    let reuse = reuse_ref.and_then(|r| previous_output(&r, &topts, args.read.platform.as_ref()));
+    if let Some(p) = &reuse {
+        let wanted: Vec<_> = image
+            .parsed
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect();
+        match attached::fetch(p.source.as_ref(), &p.manifest, &layer_cache, &wanted) {
+            Ok(n) => ui::trace(|| format!("{n} layer listings from {}", p.source.describe())),
+            // Only a speed-up is lost: the layers are read instead.
+            Err(e) => ui::warn(&format!(
+                "not using the layer listings attached to {}: {}",
+                p.source.describe(),
+                crate::error::Chain(&e)
+            )),
+        }
+    }
     let opts = super::analyze_options(&args.read, &args.strip);
     let started = std::time::Instant::now();
     let a = analysis::for_rewrite(
@@ -67,7 +103,7 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         &catalog,
         opts,
         work.path(),
-        cache_dir.as_deref(),
+        layer_cache.clone(),
     )?;
     let plan = Plan::with_options(
         &a,
@@ -89,14 +125,6 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         return Ok(());
     }
 
-    // An earlier output to reuse layers from: `--reuse-from`, else what the
-    // destination tag points to now (a docker archive is rewritten whole).
-    let reuse_ref = match (&args.reuse_from, args.no_reuse) {
-        (_, true) => None,
-        (Some(r), _) => Some(ImageRef::parse(r)?),
-        (None, _) => (!matches!(dst, ImageRef::DockerArchive { .. })).then(|| dst.clone()),
-    };
-    let reuse = reuse_ref.and_then(|r| previous_output(&r, &topts, args.read.platform.as_ref()));
     let sink = transport::open_sink(&dst, &topts)?;
     let execute = ExecuteOptions {
         settings: Settings {
@@ -112,7 +140,7 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
             cache: MemoCache::new(cache_dir.as_ref().map(|c| c.join("outputs"))),
             reuse: reuse
                 .as_ref()
-                .map(|(s, k)| (s.as_ref() as &dyn Source, k.clone())),
+                .map(|p| (p.source.as_ref() as &dyn Source, p.keys.clone())),
         },
         transport: &topts,
     };
@@ -136,9 +164,55 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         let _ = emit(&report, args.format, args.report.as_deref(), false);
         return Err(e);
     }
-    section.committed(&prepared.commit()?);
+    let outcome = prepared.commit()?;
+    section.committed(&outcome);
     report.optimize = Some(section);
+    if let ImageRef::Registry(_) = dst {
+        attach_listings(&a, &dst, &topts, sink.as_ref(), &outcome, &layer_cache);
+    }
     emit(&report, args.format, args.report.as_deref(), false)?;
     super::catalog_note(&catalog);
     Ok(())
+}
+
+/// Attach the source layers' listings to the tagged output, for the next
+/// redeploy on a runner without this cache. The output is tagged already, and
+/// a missing artifact only costs that run time: a failure is a warning.
+fn attach_listings(
+    a: &Analysis,
+    dst: &ImageRef,
+    topts: &TransportOptions,
+    sink: &dyn Sink,
+    outcome: &Outcome,
+    cache: &LayerCache,
+) {
+    let subject = crate::image::Descriptor::new(
+        outcome.manifest_media_type.clone(),
+        outcome.manifest_digest.clone(),
+        outcome.manifest_size,
+    );
+    let layers: Vec<_> = a
+        .image
+        .parsed
+        .layers
+        .iter()
+        .map(|l| l.digest.clone())
+        .collect();
+    let done = transport::open_source(dst, topts)
+        .and_then(|dest| attached::attach(sink, dest.as_ref(), &subject, cache, &layers));
+    match done {
+        Ok(at) => ui::trace(|| {
+            format!(
+                "attached the listings of {} source layers as {} (tag {}; {} bytes sent)",
+                at.listings,
+                at.manifest,
+                attached::referrers_tag(&subject.digest),
+                at.uploaded_bytes
+            )
+        }),
+        Err(e) => ui::warn(&format!(
+            "the output is tagged, but its layer listings were not attached (the next redeploy reads every layer): {}",
+            crate::error::Chain(&e)
+        )),
+    }
 }

@@ -66,6 +66,7 @@ pub struct Outcome {
     pub blobs: Vec<(Descriptor, BlobOutcome)>,
     pub manifest_digest: Digest,
     pub manifest_media_type: MediaType,
+    pub manifest_size: u64,
     /// The destination as the sink names it.
     pub destination: String,
     pub verified: bool,
@@ -221,6 +222,7 @@ impl Prepared<'_> {
         Ok(Outcome {
             blobs,
             manifest_digest: self.manifest.digest,
+            manifest_size: self.manifest.bytes.len() as u64,
             manifest_media_type: self.manifest.media_type,
             destination: self.sink.describe(),
             verified: self.verified,
@@ -354,22 +356,35 @@ fn copy_blobs(
         .collect()
 }
 
+/// An earlier output of this pipeline, whose layers a redeploy may reuse.
+pub struct Previous {
+    pub source: Box<dyn Source>,
+    /// Its manifest's digest (what its attached listings are about).
+    pub manifest: Digest,
+    /// The memo keys its config records.
+    pub keys: RecordedKeys,
+}
+
 /// The earlier output `r` and the layer keys it records; `None` (with a trace
 /// of why) when there is none to use: its absence is no error.
 pub fn previous_output(
     r: &ImageRef,
     topts: &TransportOptions,
     platform: Option<&Platform>,
-) -> Option<(Box<dyn Source>, RecordedKeys)> {
+) -> Option<Previous> {
     let found = transport::open_source(r, topts).and_then(|s| {
         let image = resolve(s.as_ref(), platform)?;
         Ok((s, image))
     });
     match found {
-        Ok((s, image)) => {
+        Ok((source, image)) => {
             let keys = super::memo::recorded_keys(&image);
             ui::trace(|| format!("{} records {} layer keys", image.reference, keys.len()));
-            Some((s, keys))
+            Some(Previous {
+                source,
+                manifest: image.manifest.digest,
+                keys,
+            })
         }
         Err(e) => {
             ui::trace(|| format!("nothing to reuse from {}: {e}", r));

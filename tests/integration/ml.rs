@@ -125,18 +125,51 @@ fn ml_redeploy_uploads_only_the_code() {
         assert_eq!(roles.last(), Some(&"code"), "{layout_name}: {roles:?}");
         assert!(roles.contains(&"assets"), "{layout_name}: {roles:?}");
 
-        // What v2's push sent, by the registry's log: the code layer (uploaded,
-        // or mounted from the source's repository when it passed through) and the
-        // config, nothing else; the manifest was put once.
+        // What v2's push sent, by the registry's log: of the image, the code
+        // layer (uploaded, or mounted from the source's repository when it
+        // passed through) and the config, nothing else; the manifest was put
+        // once. Beside the image, the listings of the source layers that
+        // changed, attached for the next runner: small, and only those.
         let code = l2.last().unwrap().clone();
         let config = out2["config"]["digest"].as_str().unwrap().to_string();
         let up = uploaded(&log, &slim);
         let mnt = mounted(&log, &slim);
+        let (_, listings) = support::attached_listings(
+            &format!("docker://{h}/{slim}"),
+            r2["destination"]["digest"].as_str().unwrap(),
+        );
+        let listing_blobs: BTreeSet<String> = listings.iter().map(|l| l.0.clone()).collect();
         let arrived: BTreeSet<String> = up.union(&mnt).cloned().collect();
         assert_eq!(
-            arrived,
+            arrived
+                .difference(&listing_blobs)
+                .cloned()
+                .collect::<BTreeSet<_>>(),
             BTreeSet::from([code.0.clone(), config.clone()]),
             "{layout_name}: v2 sent more than code and config:\n{log}"
+        );
+        let source2 = layers(&raw_manifest(&format!("docker://{h}/{repo}:v2")));
+        let changed: BTreeSet<&String> = source2
+            .iter()
+            .map(|l| &l.0)
+            .filter(|d| !layers(&source1).iter().any(|l| &&l.0 == d))
+            .collect();
+        let listing_bytes: u64 = listings
+            .iter()
+            .filter(|l| up.contains(&l.0))
+            .map(|l| l.1)
+            .sum();
+        for (blob, size, layer) in &listings {
+            assert_eq!(
+                up.contains(blob),
+                changed.contains(layer),
+                "{layout_name}: the listing of {layer} ({size} bytes) is sent only when that layer changed"
+            );
+        }
+        assert_eq!(
+            listings.len(),
+            source2.len(),
+            "{layout_name}: every source layer listed"
         );
         let layer_bytes: u64 = l2
             .iter()
@@ -149,8 +182,8 @@ fn ml_redeploy_uploads_only_the_code() {
             code.1
         );
         eprintln!(
-            "{layout_name}: v2 uploaded {layer_bytes} layer bytes ({} layer(s) uploaded, {} mounted), code layer {} bytes",
-            up.len() - usize::from(up.contains(&config)),
+            "{layout_name}: v2 uploaded {layer_bytes} layer bytes ({} layer(s) uploaded, {} mounted), code layer {} bytes, {listing_bytes} bytes of listings",
+            up.iter().filter(|d| l2.iter().any(|l| &&l.0 == d)).count(),
             mnt.len(),
             code.1
         );

@@ -761,12 +761,57 @@ fn a_redeploy_with_an_empty_cache_reuses_the_previous_outputs_layers() {
         ]
     );
     assert_eq!(r2["verified"], true);
-    // The registry saw one layer upload (the code) besides the config.
-    let puts = registry.log()[log_mark..]
+    let log = registry.log()[log_mark..].to_string();
+    // The registry saw one image layer upload (the code) besides the config;
+    // the rest were listings of the source layers that changed, attached to
+    // build 2's output for the runner after it.
+    let (_, listings) = support::attached_listings(
+        &format!("docker://{slim}"),
+        r2["destination"]["digest"].as_str().unwrap(),
+    );
+    let puts: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("\"PUT /v2/fn/app-slim/blobs/uploads/") && l.contains("\" 201 "))
-        .count();
-    assert_eq!(puts, 2, "code layer and config only");
+        .filter(|l| !listings.iter().any(|(d, _, _)| l.contains(&d[7..])))
+        .collect();
+    assert_eq!(puts.len(), 2, "code layer and config only: {puts:#?}");
+    // Build 1's output carried the listings of its source's layers: this
+    // runner downloaded the layers build 2 changed, and of those it shares
+    // with build 1 only ones holding code (the code layer is written from
+    // their bytes); none holding only what the memoized layers hold.
+    let layers_of = |t: &str| -> Vec<String> {
+        raw_manifest(&format!("docker://{h}/fn/app:{t}"))["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (b1, b2) = (layers_of("build-1"), layers_of("build-2"));
+    let fetched = |d: &str| {
+        log.lines()
+            .any(|l| l.contains(&format!("\"GET /v2/fn/app/blobs/{d} ")))
+    };
+    let mut spared = 0;
+    for (i, d) in b2.iter().enumerate() {
+        let code = r2["layers"][i]["classes"]["code"]["files"]
+            .as_u64()
+            .unwrap_or(0);
+        if !b1.contains(d) {
+            assert!(fetched(d), "layer {i} changed: it is read");
+        } else if code == 0 {
+            assert!(
+                !fetched(d),
+                "layer {i} is build 1's and holds no code: {log}"
+            );
+            spared += 1;
+        }
+    }
+    assert!(
+        spared >= 3,
+        "the base and dependency layers are not read ({spared})"
+    );
+    assert_eq!(listings.len(), b2.len(), "every source layer is listed");
 
     // Same output as building every layer again.
     let full = optimize(

@@ -450,6 +450,42 @@ pub fn raw_manifest(reference: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The layer listings coldpress attached to the manifest `digest` in `repo`
+/// (`docker://HOST/REPO`), found as any client finds an image's referrers on
+/// a registry without the referrers API (the tag `sha256-<hex>`) and read with
+/// skopeo: the artifact manifest and its blobs' (digest, size, layer listed).
+pub fn attached_listings(
+    repo: &str,
+    digest: &str,
+) -> (serde_json::Value, Vec<(String, u64, String)>) {
+    let tag = digest.replace(':', "-");
+    let index = raw_manifest(&format!("{repo}:{tag}"));
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["artifactType"] == "application/vnd.coldpress.layer-listings.v1")
+        .unwrap_or_else(|| panic!("no listings artifact in {index}"));
+    let artifact = raw_manifest(&format!("{repo}@{}", entry["digest"].as_str().unwrap()));
+    assert_eq!(artifact["subject"]["digest"], digest, "{artifact}");
+    let blobs = artifact["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+                l["annotations"]["dev.coldpress.layer.digest"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    (artifact, blobs)
+}
+
 /// The manifest digest `reference` resolves to, as skopeo computes it.
 pub fn skopeo_digest(reference: &str) -> String {
     let out = Command::new(require("skopeo", "skopeo"))
