@@ -65,13 +65,16 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
         .cache_dir
         .clone()
         .or_else(crate::catalog::default_cache_dir);
-    let layer_cache = Arc::new(LayerCache::new(
-        cache_dir.as_ref().map(|c| c.join("layers")),
-    )?);
+    let layer_cache = Arc::new(
+        LayerCache::new(cache_dir.as_ref().map(|c| c.join("layers")))?
+            .with_imports(work.path().join("imported-listings"))?,
+    );
     // An earlier output to reuse layers from: `--reuse-from`, else what the
     // destination tag points to now (a docker archive is rewritten whole). The
     // listings attached to it spare reading the layers the source shares with it.
+    // A dry run writes nothing and leaves the destination alone.
     let reuse_ref = match (&args.reuse_from, args.no_reuse) {
+        _ if args.dry_run => None,
         (_, true) => None,
         (Some(r), _) => Some(ImageRef::parse(r)?),
         (None, _) => (!matches!(dst, ImageRef::DockerArchive { .. })).then(|| dst.clone()),
@@ -84,7 +87,14 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
             .iter()
             .map(|l| l.digest.clone())
             .collect();
-        match attached::fetch(p.source.as_ref(), &p.manifest, &layer_cache, &wanted) {
+        let max_entries = args.read.max_entries;
+        match attached::fetch(
+            p.source.as_ref(),
+            &p.manifest,
+            &layer_cache,
+            &wanted,
+            max_entries,
+        ) {
             Ok(n) => ui::trace(|| format!("{n} layer listings from {}", p.source.describe())),
             // Only a speed-up is lost: the layers are read instead.
             Err(e) => ui::warn(&format!(
@@ -167,10 +177,10 @@ pub fn run(args: &OptimizeArgs) -> Result<()> {
     let outcome = prepared.commit()?;
     section.committed(&outcome);
     report.optimize = Some(section);
+    emit(&report, args.format, args.report.as_deref(), false)?;
     if let ImageRef::Registry(_) = dst {
         attach_listings(&a, &dst, &topts, sink.as_ref(), &outcome, &layer_cache);
     }
-    emit(&report, args.format, args.report.as_deref(), false)?;
     super::catalog_note(&catalog);
     Ok(())
 }
@@ -211,7 +221,7 @@ fn attach_listings(
             )
         }),
         Err(e) => ui::warn(&format!(
-            "the output is tagged, but its layer listings were not attached (the next redeploy reads every layer): {}",
+            "the output is tagged, but its layer listings were not attached (a redeploy from it on a runner without this cache reads the layers): {}",
             crate::error::Chain(&e)
         )),
     }

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use super::cache::LayerCache;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{Descriptor, Index, MediaType, RawManifest};
+use crate::image::{Descriptor, MediaType, RawManifest};
 use crate::transport::{self, BlobContent, BlobOutcome, Sink, Source};
 
 /// `artifactType` of the listings artifact.
@@ -33,14 +33,19 @@ pub const ARTIFACT_TYPE: &str = "application/vnd.coldpress.layer-listings.v1";
 const LISTING_MEDIA_TYPE: &str = "application/vnd.coldpress.layer-listing.v1.json+zstd";
 /// Annotation on each blob: the digest of the layer it lists.
 const LAYER_ANNOTATION: &str = "dev.coldpress.layer.digest";
+/// Annotation on each blob: the coldpress that wrote it. Another version may
+/// capture other files or note programs otherwise under the same format, so
+/// its listings are not used: after an upgrade, the first redeploy reads.
+const VERSION_ANNOTATION: &str = "dev.coldpress.version";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// image-spec 1.1's empty descriptor, the config of an artifact without one.
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const EMPTY: &[u8] = b"{}";
 
 /// Largest listing fetched, and what it may decompress to: listings are
 /// metadata, a few hundred bytes per file.
-const MAX_LISTING: u64 = 256 << 20;
-const MAX_LISTING_RAW: u64 = 2 << 30;
+const MAX_LISTING: u64 = 64 << 20;
+const MAX_LISTING_RAW: u64 = 512 << 20;
 
 /// The referrers tag of a manifest (distribution spec, "Referrers Tag Schema").
 pub fn referrers_tag(subject: &Digest) -> String {
@@ -73,15 +78,32 @@ pub fn attach(
         let Some(file) = cache.stored_file(layer) else {
             continue;
         };
-        let (digest, size) = std::fs::File::open(&file)
-            .and_then(crate::digest::hash_reader)
-            .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
-        let mut d = Descriptor::new(MediaType::Other(LISTING_MEDIA_TYPE.into()), digest, size);
-        if sink.put_blob(&d, &file)? == BlobOutcome::Uploaded {
-            uploaded_bytes += size;
+        // Read once: a concurrent run may replace the file (atomically) meanwhile.
+        let bytes: Arc<[u8]> = std::fs::read(&file)
+            .map_err(|e| Error::io(format!("reading {}", file.display()), e))?
+            .into();
+        let mut d = Descriptor::new(
+            MediaType::Other(LISTING_MEDIA_TYPE.into()),
+            Digest::of(&bytes),
+            bytes.len() as u64,
+        );
+        if sink.put_blob(&d, &bytes as &dyn BlobContent)? == BlobOutcome::Uploaded {
+            uploaded_bytes += d.size;
         }
-        d.annotations = Some([(LAYER_ANNOTATION.to_string(), layer.to_string())].into());
+        d.annotations = Some(
+            [
+                (LAYER_ANNOTATION.to_string(), layer.to_string()),
+                (VERSION_ANNOTATION.to_string(), VERSION.to_string()),
+            ]
+            .into(),
+        );
         blobs.push(d);
+    }
+    if blobs.is_empty() {
+        return Err(Error::invalid(
+            sink.describe(),
+            "no listing of the source's layers is in the cache",
+        ));
     }
     let empty = Descriptor::new(
         MediaType::Other(EMPTY_MEDIA_TYPE.into()),
@@ -115,15 +137,27 @@ pub fn attach(
     // plus this one.
     let tag = referrers_tag(&subject.digest);
     let mut entries: Vec<Value> = match dest.tagged(&tag)? {
-        Some(m) if m.media_type == MediaType::OciIndex => {
-            let v: Value = serde_json::from_slice(&m.bytes)
-                .map_err(|e| Error::invalid(format!("{}: tag {tag}", dest.describe()), e))?;
-            v.get("manifests")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
+        None => Vec::new(),
+        // What is under the tag is not ours to replace (distribution spec:
+        // report a failure and stop).
+        Some(m) if !m.media_type.is_index() => {
+            return Err(Error::unsupported(
+                format!("{}: tag {tag}", dest.describe()),
+                format!(
+                    "it is a {}, not an index of referrers",
+                    m.media_type.as_str()
+                ),
+            ));
         }
-        _ => Vec::new(),
+        Some(m) => serde_json::from_slice::<Value>(&m.bytes)
+            .ok()
+            .and_then(|v| v.get("manifests").and_then(Value::as_array).cloned())
+            .ok_or_else(|| {
+                Error::invalid(
+                    format!("{}: tag {tag}", dest.describe()),
+                    "an index without a manifests list",
+                )
+            })?,
     };
     entries.retain(|e| e.get("artifactType").and_then(Value::as_str) != Some(ARTIFACT_TYPE));
     entries.push(json!({
@@ -165,6 +199,7 @@ pub fn fetch(
     subject: &Digest,
     cache: &LayerCache,
     wanted: &[Digest],
+    max_entries: usize,
 ) -> Result<usize> {
     let tag = referrers_tag(subject);
     let Some(index) = source.tagged(&tag)? else {
@@ -174,15 +209,23 @@ pub fn fetch(
         return Ok(0);
     }
     let what = format!("{}: referrers of {subject}", source.describe());
-    let index = Index::parse(&index.bytes, &what)?;
-    let Some(desc) = index
-        .manifests
-        .iter()
-        .rev()
-        .find(|d| d.artifact_type.as_deref() == Some(ARTIFACT_TYPE))
+    // Other tools' entries are theirs: read only what identifies ours.
+    let index: Value =
+        serde_json::from_slice(&index.bytes).map_err(|e| Error::invalid(&what, e))?;
+    let Some(entry) = index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .and_then(|m| {
+            m.iter()
+                .rev()
+                .find(|d| d.get("artifactType").and_then(Value::as_str) == Some(ARTIFACT_TYPE))
+        })
     else {
         return Ok(0);
     };
+    let desc: Descriptor =
+        serde_json::from_value(entry.clone()).map_err(|e| Error::invalid(&what, e))?;
+    let desc = &desc;
     let m = source.manifest(desc)?;
     let what = format!("{}: layer listings {}", source.describe(), m.digest);
     let v: Value = serde_json::from_slice(&m.bytes).map_err(|e| Error::invalid(&what, e))?;
@@ -210,21 +253,30 @@ pub fn fetch(
             continue;
         };
         if blob.media_type.as_str() != LISTING_MEDIA_TYPE
+            || blob.annotation(VERSION_ANNOTATION) != Some(VERSION)
             || !wanted.contains(&layer)
             || cache.holds(&layer)
         {
             continue;
         }
         let what = format!("{what}: listing {} of layer {layer}", blob.digest);
-        if blob.size > MAX_LISTING {
-            return Err(Error::invalid(
+        // One listing that cannot be used costs reading its layer, not the others.
+        let got = if blob.size > MAX_LISTING {
+            Err(Error::invalid(
                 &what,
                 format!("{} bytes is over the {MAX_LISTING}-byte limit", blob.size),
-            ));
+            ))
+        } else {
+            transport::open_verified(source, &blob)
+                .and_then(|r| cache.import(&layer, r, MAX_LISTING_RAW, max_entries, &what))
+        };
+        match got {
+            Ok(()) => added += 1,
+            Err(e) => crate::ui::warn(&format!(
+                "not using a layer listing: {}",
+                crate::error::Chain(&e)
+            )),
         }
-        let r = transport::open_verified(source, &blob)?;
-        cache.import(&layer, r, MAX_LISTING_RAW, &what)?;
-        added += 1;
     }
     Ok(added)
 }

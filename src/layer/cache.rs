@@ -19,7 +19,7 @@ use crate::transport::Source;
 // v2: entries carry what ELF files and scripts need to run (`programs`).
 const FORMAT: &str = "coldpress.layer-listing/v2";
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Stored {
     format: String,
     digest: Digest,
@@ -33,6 +33,10 @@ struct Stored {
 
 pub struct LayerCache {
     dir: PathBuf,
+    /// Listings another run attached to an image ([`import`](Self::import)):
+    /// used by this run, never stored in `dir`, so a run that did not ask to
+    /// reuse an image's listings never plans with one.
+    imported: Option<PathBuf>,
     /// Keeps a temporary directory alive when no cache directory was given.
     _tmp: Option<crate::workdir::RunDir>,
     locks: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
@@ -54,6 +58,7 @@ impl LayerCache {
         std::fs::create_dir_all(&dir).with_ctx(|| format!("creating {}", dir.display()))?;
         Ok(LayerCache {
             dir,
+            imported: None,
             _tmp: tmp,
             locks: Mutex::new(HashMap::new()),
             reads: AtomicU64::new(0),
@@ -61,15 +66,28 @@ impl LayerCache {
         })
     }
 
+    /// Take imported listings into `dir` (this run's own directory).
+    pub fn with_imports(mut self, dir: PathBuf) -> Result<LayerCache> {
+        std::fs::create_dir_all(&dir).with_ctx(|| format!("creating {}", dir.display()))?;
+        self.imported = Some(dir);
+        Ok(self)
+    }
+
     fn path(&self, d: &Digest) -> PathBuf {
-        self.dir.join(format!("{}.json.zst", d.hex()))
+        self.dir.join(file_name(d))
+    }
+
+    /// The current listing of `d` and its file: this cache's own, else an imported one.
+    fn stored(&self, d: &Digest) -> Option<(Stored, PathBuf)> {
+        let imported = self.imported.as_ref().map(|i| i.join(file_name(d)));
+        std::iter::once(self.path(d)).chain(imported).find_map(|p| {
+            let s: Stored = crate::fsutil::read_json_zst(&p)?;
+            (s.format == FORMAT && &s.digest == d).then_some((s, p))
+        })
     }
 
     fn load(&self, d: &Digest) -> Option<LayerListing> {
-        let s: Stored = crate::fsutil::read_json_zst(&self.path(d))?;
-        if s.format != FORMAT || &s.digest != d {
-            return None;
-        }
+        let (s, _) = self.stored(d)?;
         Some(LayerListing {
             digest: s.digest,
             diff_id: s.diff_id,
@@ -135,17 +153,22 @@ impl LayerCache {
     /// Its bytes are the same on every runner that read the same layer the
     /// same way, so a copy another run attached is found in the registry.
     pub fn stored_file(&self, d: &Digest) -> Option<PathBuf> {
-        self.load(d).map(|_| self.path(d))
+        self.stored(d).map(|(_, p)| p)
     }
 
-    /// Whether this cache holds a listing file for `d` (of any format).
+    /// Whether a listing file for `d` is here (cheap: not read).
     pub fn holds(&self, d: &Digest) -> bool {
         self.path(d).exists()
+            || self
+                .imported
+                .as_ref()
+                .is_some_and(|i| i.join(file_name(d)).exists())
     }
 
-    /// Add the listing of layer `d` from a file another run's cache held (see
-    /// [`stored_file`](Self::stored_file)), read from `r` and at most `max`
-    /// bytes once decompressed. `what` names it in errors.
+    /// Add, for this run, the listing of layer `d` from a file another run's
+    /// cache held (see [`stored_file`](Self::stored_file)), read from `r`: at
+    /// most `max` bytes once decompressed and `max_entries` entries. `what`
+    /// names it in errors.
     ///
     /// It comes from a registry: it must be about `d`, and every path in it
     /// must be one the layer reader could have produced. Whether it is true
@@ -156,11 +179,18 @@ impl LayerCache {
         d: &Digest,
         mut r: impl std::io::Read,
         max: u64,
+        max_entries: usize,
         what: &str,
     ) -> Result<()> {
         use std::io::Read as _;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
-            .with_ctx(|| format!("creating a temporary file in {}", self.dir.display()))?;
+        let Some(dir) = &self.imported else {
+            return Err(Error::Usage(format!(
+                "{what}: this listing cache takes no imports"
+            )));
+        };
+        // Removed on every error below: nothing half-checked stays.
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .with_ctx(|| format!("creating a temporary file in {}", dir.display()))?;
         std::io::copy(&mut r, tmp.as_file_mut()).map_err(|e| from_io(what, e))?;
         let mut raw = Vec::new();
         zstd::stream::read::Decoder::new(std::fs::File::open(tmp.path()).with_ctx(|| what)?)
@@ -173,6 +203,7 @@ impl LayerCache {
             ));
         }
         let stored: Stored = serde_json::from_slice(&raw).map_err(|e| Error::invalid(what, e))?;
+        drop(raw);
         if stored.format != FORMAT {
             return Err(Error::unsupported(
                 what,
@@ -185,23 +216,35 @@ impl LayerCache {
                 format!("it is the listing of {}, not {d}", stored.digest),
             ));
         }
+        if stored.entries.len() > max_entries {
+            return Err(Error::invalid(
+                what,
+                format!("more than {max_entries} entries"),
+            ));
+        }
         if let Some(bad) = stored.entries.iter().find_map(bad_path) {
             return Err(Error::invalid(what, format!("it holds the path {bad:?}")));
         }
-        tmp.persist(self.path(d))
+        tmp.persist(dir.join(file_name(d)))
             .map_err(|e| Error::io(format!("storing {what}"), e.error))?;
         Ok(())
     }
 }
 
+fn file_name(d: &Digest) -> String {
+    format!("{}.json.zst", d.hex())
+}
+
 /// A path (or hard-link target) the layer reader would never have produced.
 fn bad_path(e: &Entry) -> Option<String> {
     let normal = |p: &str| super::entry::normalize_path(p.as_bytes()).as_deref() == Ok(p);
-    // Only the root directory's own entry (`./`) has an empty path.
-    let path_ok = normal(&e.path) && (!e.path.is_empty() || e.kind == super::EntryKind::Dir);
+    // Only the root directory's own entry (`./`) and an opaque marker at the
+    // root have an empty path; a hard link to `./` has an empty target.
+    let root_ok = matches!(e.kind, super::EntryKind::Dir | super::EntryKind::Opaque);
+    let path_ok = normal(&e.path) && (!e.path.is_empty() || root_ok);
     match &e.kind {
         _ if !path_ok => Some(e.path.to_string()),
-        super::EntryKind::Hardlink(t) if t.is_empty() || !normal(t) => Some(t.to_string()),
+        super::EntryKind::Hardlink(t) if !normal(t) => Some(t.to_string()),
         _ => None,
     }
 }
@@ -237,22 +280,28 @@ mod tests {
         }
     }
 
+    /// A cache and, beside it, the directory its imports go to.
     fn cache() -> (tempfile::TempDir, LayerCache) {
         let d = tempfile::tempdir().unwrap();
-        let c = LayerCache::new(Some(d.path().to_path_buf())).unwrap();
+        let c = LayerCache::new(Some(d.path().join("layers")))
+            .unwrap()
+            .with_imports(d.path().join("imported"))
+            .unwrap();
         (d, c)
     }
 
     /// What one runner stored, another imports byte for byte: that is what
-    /// lets a registry hold each listing once.
+    /// lets a registry hold each listing once. The import serves this run
+    /// only: the cache's own directory does not get it.
     #[test]
-    fn a_stored_listing_imports_byte_for_byte() {
+    fn a_stored_listing_imports_byte_for_byte_for_this_run_only() {
         let layer = Digest::of(b"layer");
         let (_a, a) = cache();
         a.store(&listing(
             &layer,
             vec![
                 entry("", EntryKind::Dir),
+                entry("", EntryKind::Opaque),
                 entry("usr/bin/x", EntryKind::File),
                 entry("usr/bin/y", EntryKind::Hardlink("usr/bin/x".into())),
             ],
@@ -261,15 +310,37 @@ mod tests {
         let file = a.stored_file(&layer).unwrap();
         assert!(a.stored_file(&Digest::of(b"other")).is_none());
 
-        let (_b, b) = cache();
+        let (dir, b) = cache();
         assert!(!b.holds(&layer));
-        b.import(&layer, std::fs::File::open(&file).unwrap(), 1 << 20, "test")
-            .unwrap();
+        b.import(
+            &layer,
+            std::fs::File::open(&file).unwrap(),
+            1 << 20,
+            10,
+            "test",
+        )
+        .unwrap();
+        assert!(b.holds(&layer));
         assert_eq!(
             std::fs::read(b.stored_file(&layer).unwrap()).unwrap(),
             std::fs::read(&file).unwrap()
         );
-        assert_eq!(b.load(&layer).unwrap().entries.len(), 3);
+        assert_eq!(b.load(&layer).unwrap().entries.len(), 4);
+        let own = LayerCache::new(Some(dir.path().join("layers"))).unwrap();
+        assert!(
+            own.load(&layer).is_none(),
+            "not in the cache's own directory"
+        );
+        assert!(
+            own.import(
+                &layer,
+                std::fs::File::open(&file).unwrap(),
+                1 << 20,
+                10,
+                "t"
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -279,10 +350,17 @@ mod tests {
         let refused = |l: LayerListing, d: &Digest, max: u64| -> String {
             let (_a, a) = cache();
             a.store(&l).unwrap();
-            let (_b, b) = cache();
+            let (dir, b) = cache();
             let f = std::fs::File::open(a.path(&l.digest)).unwrap();
-            let e = b.import(d, f, max, "listing X").unwrap_err().to_string();
+            let e = b
+                .import(d, f, max, 100, "listing X")
+                .unwrap_err()
+                .to_string();
             assert!(!b.holds(d), "nothing stored for {e}");
+            let left = std::fs::read_dir(dir.path().join("imported"))
+                .unwrap()
+                .count();
+            assert_eq!(left, 0, "no temporary file is left for {e}");
             e
         };
         let ok = || vec![entry("etc/passwd", EntryKind::File)];
@@ -297,10 +375,14 @@ mod tests {
             let e = refused(listing(&layer, vec![entry(bad, kind)]), &layer, 1 << 20);
             assert!(e.starts_with("listing X: it holds the path"), "{bad}: {e}");
         }
-        let many = (0..1000)
-            .map(|i| entry(&format!("f{i}"), EntryKind::File))
-            .collect();
-        let e = refused(listing(&layer, many), &layer, 1000);
+        let many = |n: usize| {
+            (0..n)
+                .map(|i| entry(&format!("f{i}"), EntryKind::File))
+                .collect()
+        };
+        let e = refused(listing(&layer, many(1000)), &layer, 1000);
         assert!(e.contains("decompresses to more than 1000 bytes"), "{e}");
+        let e = refused(listing(&layer, many(101)), &layer, 1 << 20);
+        assert!(e.contains("more than 100 entries"), "{e}");
     }
 }

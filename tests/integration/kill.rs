@@ -223,8 +223,10 @@ fn killed_pushes_never_leave_a_partial_tag() {
     );
     let left_after = walkdir_count(&env.tmp());
     assert_eq!(
-        left_after, 0,
-        "the next run deleted what {left_by_kills} files of killed runs left in its TMPDIR"
+        left_after,
+        0,
+        "the next run deleted what {left_by_kills} files of killed runs left in its TMPDIR: {:?}",
+        walkdir_list(&env.tmp())
     );
     eprintln!(
         "20 kills within {:.2}s runs: {untagged} left no tag ({mid_push} of them after new layers were uploaded), {tagged} had completed; after a kill with {reusable} new layers up, the next run reused {reused} blobs and uploaded {}",
@@ -248,4 +250,20 @@ fn walkdir_count(dir: &std::path::Path) -> usize {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+fn walkdir_list(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Option<std::time::Duration>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let age = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok());
+        out.push((e.path(), age));
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walkdir_list(&e.path()));
+        }
+    }
+    out
 }

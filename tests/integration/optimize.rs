@@ -788,9 +788,10 @@ fn a_redeploy_with_an_empty_cache_reuses_the_previous_outputs_layers() {
             .collect()
     };
     let (b1, b2) = (layers_of("build-1"), layers_of("build-2"));
+    // A download of the blob from any repository counts (the base's too).
     let fetched = |d: &str| {
         log.lines()
-            .any(|l| l.contains(&format!("\"GET /v2/fn/app/blobs/{d} ")))
+            .any(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{d} ")))
     };
     let mut spared = 0;
     for (i, d) in b2.iter().enumerate() {
@@ -849,6 +850,92 @@ fn a_redeploy_with_an_empty_cache_reuses_the_previous_outputs_layers() {
         "system and deps from the local cache, build 1's code written"
     );
     assert_eq!(cached["destination"]["digest"], r1["destination"]["digest"]);
+}
+
+/// The listings go only beside a registry image, only under the referrers
+/// tag, and never over what another tool put there: an output the same as an
+/// earlier one keeps one coldpress entry in its referrers index, an OCI
+/// layout destination holds one image, and a tag that is not an index stays
+/// as it was (a warning; the output is still tagged).
+#[test]
+fn listings_are_attached_beside_registry_images_only_and_never_over_another_tag() {
+    let registry = Registry::start();
+    let h = &registry.host;
+    support::push_example(
+        &registry,
+        &[("base", "lambda/base:1"), ("app", "fn/app:build-1")],
+        &[],
+    );
+    let base = format!("{h}/lambda/base:1");
+    let src = format!("{h}/fn/app:build-1");
+    let env = Env::new();
+    let run = |dst: &str| {
+        let out = env.run(&[
+            "optimize",
+            &src,
+            dst,
+            "--base-image",
+            &base,
+            "--offline",
+            "--format",
+            "json",
+        ]);
+        assert_success(&out, "optimize");
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let digest = r["destination"]["digest"].as_str().unwrap().to_string();
+        (digest, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (digest, stderr) = run(&format!("{h}/fn/slim:1"));
+    assert!(!stderr.contains("listing"), "{stderr}");
+    let tag = digest.replace(':', "-");
+    let (artifact, blobs) = support::attached_listings(&format!("docker://{h}/fn/slim"), &digest);
+    assert_eq!(
+        artifact["artifactType"],
+        "application/vnd.coldpress.layer-listings.v1"
+    );
+    assert_eq!(
+        artifact["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
+    let source_layers = raw_manifest(&format!("docker://{src}"))["layers"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(blobs.len(), source_layers);
+
+    // The same output again (a second tag): the index keeps one entry of ours.
+    let (again, _) = run(&format!("{h}/fn/slim:1-again"));
+    assert_eq!(again, digest);
+    let index = raw_manifest(&format!("docker://{h}/fn/slim:{tag}"));
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+
+    // Another repository whose referrers tag for that digest already names
+    // an image, not an index: it is left alone.
+    skopeo_copy(
+        &format!("docker://{base}"),
+        &format!("docker://{h}/fn/other:{tag}"),
+        &["--preserve-digests"],
+    );
+    let (other, stderr) = run(&format!("{h}/fn/other:1"));
+    assert_eq!(other, digest, "the output is tagged");
+    assert!(
+        stderr.contains("its layer listings were not attached")
+            && stderr.contains("not an index of referrers"),
+        "{stderr}"
+    );
+    assert_eq!(
+        skopeo_digest(&format!("docker://{h}/fn/other:{tag}")),
+        skopeo_digest(&format!("docker://{base}")),
+        "the other tag still names what it named"
+    );
+
+    // An OCI layout destination holds the one image, and no warning is given.
+    let out = tempfile::tempdir().unwrap();
+    let (_, stderr) = run(&format!("oci:{}:slim", out.path().display()));
+    assert!(!stderr.contains("listing"), "{stderr}");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
 }
 
 /// Words for text that compresses like source code does: much better at level

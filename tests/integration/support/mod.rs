@@ -232,10 +232,60 @@ impl Env {
     }
 
     /// Run a command for its JSON report: offline (no catalog fetch), quiet.
+    /// Every optimize run through here is checked to be never worse than its
+    /// source on cold-start bytes, by the manifests skopeo reads.
     pub fn report(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();
         all.extend_from_slice(&["--offline", "--format", "json", "-q"]);
-        self.json(&all)
+        let r = self.json(&all);
+        if args.first() == Some(&"optimize") && r["dry_run"] != true {
+            self.assert_never_worse(args[1], args[2], &r);
+        }
+        r
+    }
+
+    /// The non-base layers of `dst` weigh no more than `src`'s, compressed:
+    /// what Lambda downloads on a cold start. A reference skopeo cannot read
+    /// as this environment (a docker archive, whose manifest skopeo makes up;
+    /// an index; a registry needing what only the test knows) is left to the
+    /// test's own checks.
+    fn assert_never_worse(&self, src: &str, dst: &str, r: &serde_json::Value) {
+        let layers = |reference: &str| -> Option<Vec<u64>> {
+            if reference.starts_with("docker-archive:") {
+                return None;
+            }
+            let reference = if reference.starts_with("oci:") {
+                reference.to_string()
+            } else {
+                format!("docker://{reference}")
+            };
+            let out = Command::new(require("skopeo", "skopeo"))
+                .args(["inspect", "--raw", "--tls-verify=false", &reference])
+                .env("HOME", self.home())
+                .env("DOCKER_CONFIG", self.home().join(".docker"))
+                .output()
+                .unwrap();
+            let m: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let sizes = m["layers"].as_array()?.iter().map(|l| l["size"].as_u64());
+            sizes.collect()
+        };
+        // coldpress's own three checks (cold-start bytes, code layer, redeploy
+        // cost): they pass, or the source itself was tagged.
+        let nw = &r["never_worse"];
+        assert!(
+            nw["ok"] == true || nw["kept_source"].is_string(),
+            "optimize {src} {dst}: worse than the source and not kept: {nw}"
+        );
+        let base = r["base"]["layers"].as_u64().unwrap_or(0) as usize;
+        if let (Some(s), Some(d)) = (layers(src), layers(dst)) {
+            let cold = |l: &[u64]| -> u64 { l.iter().skip(base).sum() };
+            assert!(
+                cold(&d) <= cold(&s),
+                "optimize {src} {dst}: the output's non-base layers weigh {} bytes, the source's {}",
+                cold(&d),
+                cold(&s)
+            );
+        }
     }
 
     /// `analyze REFERENCE --list-files` as JSON.
