@@ -53,14 +53,19 @@ pub fn create(parent: &Path) -> Result<RunDir> {
     let dir = loop {
         std::fs::create_dir_all(&root).map_err(|e| Error::io(what(), e))?;
         sweep(&root);
-        match tempfile::Builder::new().prefix("run-").tempdir_in(&root) {
+        let made = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&root)
+            .and_then(|d| Ok((File::create(d.path().join(LOCK))?, d)));
+        match made {
             Ok(d) => break d,
-            // Another run that just ended removed the empty root: make it again.
+            // Another run that just ended removed the empty root, or swept our
+            // directory while it was still empty: make it again.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
             Err(e) => return Err(Error::io(what(), e)),
         }
     };
-    let lock = File::create(dir.path().join(LOCK)).map_err(|e| Error::io(what(), e))?;
+    let (lock, dir) = dir;
     lock.lock().map_err(|e| Error::io(what(), e))?;
     Ok(RunDir {
         dir: Some(dir),
@@ -71,7 +76,8 @@ pub fn create(parent: &Path) -> Result<RunDir> {
 
 /// Delete the run directories under `root` whose lock is free. A directory
 /// without a lock file is a run that is just starting, or one killed between
-/// its mkdir and its lock: it goes once it is a minute old.
+/// its mkdir and its lock: it goes when it is empty (a starting run then makes
+/// another) or once it is a minute old.
 pub fn sweep(root: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(root) else {
         return 0;
@@ -84,6 +90,10 @@ pub fn sweep(root: &Path) -> usize {
         }
         let abandoned = match File::open(path.join(LOCK)) {
             Ok(f) => f.try_lock().is_ok(),
+            Err(_) if std::fs::remove_dir(&path).is_ok() => {
+                removed += 1;
+                continue;
+            }
             Err(_) => e
                 .metadata()
                 .and_then(|m| m.modified())
@@ -112,8 +122,21 @@ mod tests {
         std::fs::write(dead.join(LOCK), b"").unwrap();
         std::fs::write(dead.join("layer-1"), vec![0u8; 4096]).unwrap();
 
+        // Killed between its mkdir and its lock: empty, it goes at once; a
+        // young one with files in it may be a run starting, and stays.
+        let unlocked = root(parent.path()).join("run-unlocked");
+        std::fs::create_dir_all(&unlocked).unwrap();
+        let starting = root(parent.path()).join("run-starting");
+        std::fs::create_dir_all(&starting).unwrap();
+        std::fs::write(starting.join("x"), b"").unwrap();
+
         let other = create(parent.path()).unwrap();
         assert!(!dead.exists(), "the abandoned run was swept");
+        assert!(
+            !unlocked.exists(),
+            "an empty directory without a lock was swept"
+        );
+        assert!(starting.exists(), "a young directory with files stays");
         assert!(live.path().exists(), "a run whose lock is held stays");
         let (a, b) = (live.path().to_path_buf(), other.path().to_path_buf());
         drop(live);

@@ -127,11 +127,12 @@ fn killed_pushes_never_leave_a_partial_tag() {
         }
     };
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut random_kill = || {
+    // A kill at a random time in [lo, hi) ms.
+    let mut random_kill = |lo: u64, hi: u64| {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let at = Duration::from_millis(x % (full_run.as_millis() as u64 + 1));
+        let at = Duration::from_millis(lo + x % (hi.saturating_sub(lo) + 1));
         let mut child = env
             .cmd()
             .args(args(&dst))
@@ -142,7 +143,7 @@ fn killed_pushes_never_leave_a_partial_tag() {
         let _ = child.kill(); // SIGKILL
         child.wait().unwrap();
         match tag_digest(&direct) {
-            None => (false, present().len()),
+            None => (false, present().len(), at),
             Some(d) => {
                 assert_eq!(d, expected, "the tag points at a different image");
                 // And the image is whole: every blob can be pulled.
@@ -152,13 +153,14 @@ fn killed_pushes_never_leave_a_partial_tag() {
                     &format!("oci:{}:x", pulled.path().display()),
                     &[],
                 );
-                (true, new_layers.len())
+                (true, new_layers.len(), at)
             }
         }
     };
     let (mut untagged, mut tagged, mut mid_push) = (0, 0, 0);
+    let whole = full_run.as_millis() as u64;
     for _ in 0..20 {
-        let (is_tagged, uploaded) = random_kill();
+        let (is_tagged, uploaded, _) = random_kill(0, whole);
         if is_tagged {
             tagged += 1;
         } else {
@@ -169,13 +171,23 @@ fn killed_pushes_never_leave_a_partial_tag() {
         }
         forget(is_tagged);
     }
-    // Kill once more while the push is under way, then let a run finish.
+    // Kill once more while the push is under way, then let a run finish. The
+    // window narrows to where uploads happen: later after a kill that came
+    // before any upload, earlier after one that came after the tag (a loaded
+    // machine shifts the phases of a run).
     let mut reusable = 0;
+    let (mut lo, mut hi) = (0, whole);
     for _ in 0..30 {
-        let (is_tagged, uploaded) = random_kill();
+        let (is_tagged, uploaded, at) = random_kill(lo, hi);
         if !is_tagged && uploaded > 0 {
             reusable = uploaded;
             break;
+        }
+        let at = at.as_millis() as u64;
+        if is_tagged {
+            hi = at.max(lo + 1);
+        } else {
+            lo = at.min(hi.saturating_sub(1));
         }
         forget(is_tagged);
     }
