@@ -259,12 +259,22 @@ impl Env {
             } else {
                 format!("docker://{reference}")
             };
-            let out = Command::new(require("skopeo", "skopeo"))
-                .args(["inspect", "--raw", "--tls-verify=false", &reference])
-                .env("HOME", self.home())
-                .env("DOCKER_CONFIG", self.home().join(".docker"))
-                .output()
-                .unwrap();
+            // Some tests put a fault-injecting proxy in front of the registry.
+            let inspect = || {
+                Command::new(require("skopeo", "skopeo"))
+                    .args(["inspect", "--raw", "--tls-verify=false", &reference])
+                    .env("HOME", self.home())
+                    .env("DOCKER_CONFIG", self.home().join(".docker"))
+                    .output()
+                    .unwrap()
+            };
+            let mut out = inspect();
+            for _ in 0..8 {
+                if out.status.success() {
+                    break;
+                }
+                out = inspect();
+            }
             if !out.status.success() {
                 // Only a registry that wants what the test alone holds is let go.
                 let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
