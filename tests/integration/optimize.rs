@@ -938,6 +938,140 @@ fn listings_are_attached_beside_registry_images_only_and_never_over_another_tag(
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
 }
 
+/// Listings from a registry are checked one by one: a listing that names
+/// another layer than the one it is attached for is refused with a warning
+/// that says so, one from another coldpress version is passed over, and
+/// either way that layer is read; the output is what a run that read every
+/// layer makes.
+#[test]
+fn a_forged_or_foreign_listing_is_not_used() {
+    let registry = Registry::start();
+    let h = &registry.host;
+    support::push_example(
+        &registry,
+        &[
+            ("base", "lambda/base:1"),
+            ("app", "fn/app:build-1"),
+            ("app-v2", "fn/app:build-2"),
+        ],
+        &[],
+    );
+    let base = format!("{h}/lambda/base:1");
+    let r1 = optimize(
+        &Env::new(),
+        &format!("{h}/fn/app:build-1"),
+        &format!("{h}/fn/slim:1"),
+        &["--base-image", &base],
+    );
+    let digest = r1["destination"]["digest"].as_str().unwrap();
+    let tag = digest.replace(':', "-");
+    let index = raw_manifest(&format!("docker://{h}/fn/slim:{tag}"));
+    let mut artifact = raw_manifest(&format!(
+        "docker://{h}/fn/slim@{}",
+        index["manifests"][0]["digest"].as_str().unwrap()
+    ));
+    // Swap what the first two listings claim to list; mark another one of
+    // a layer build 2 shares as another version's.
+    let build2: Vec<Value> = raw_manifest(&format!("docker://{h}/fn/app:build-2"))["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].clone())
+        .collect();
+    let layers = artifact["layers"].as_array_mut().unwrap();
+    let key = "dev.coldpress.layer.digest";
+    // One the code layer does not need (it would be read for its bytes anyway).
+    let no_code = |i: usize| {
+        r1["layers"][i]["classes"]["code"]["files"]
+            .as_u64()
+            .unwrap_or(0)
+            == 0
+    };
+    let third = (2..layers.len())
+        .find(|&i| build2.contains(&layers[i]["annotations"][key]) && no_code(i))
+        .expect("build 2 shares a layer without code above the first two");
+    let (a, b) = (
+        layers[0]["annotations"][key].clone(),
+        layers[1]["annotations"][key].clone(),
+    );
+    layers[0]["annotations"][key] = b.clone();
+    layers[1]["annotations"][key] = a.clone();
+    layers[third]["annotations"]["dev.coldpress.version"] = "0.0.0-elsewhere".into();
+    let other_version = layers[third]["annotations"][key]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forged = serde_json::to_vec(&artifact).unwrap();
+    let forged_digest = coldpress::digest::Digest::of(&forged).to_string();
+    let oci_manifest = "application/vnd.oci.image.manifest.v1+json";
+    let put = |path: &str, ct: &str, body: &[u8]| {
+        let status = support::http_put(h, path, ct, body);
+        assert_eq!(status, 201, "PUT {path}");
+    };
+    put(
+        &format!("/v2/fn/slim/manifests/{forged_digest}"),
+        oci_manifest,
+        &forged,
+    );
+    let mut index = index.clone();
+    index["manifests"][0]["digest"] = forged_digest.clone().into();
+    index["manifests"][0]["size"] = forged.len().into();
+    put(
+        &format!("/v2/fn/slim/manifests/{tag}"),
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&index).unwrap(),
+    );
+
+    let mark = registry.log().len();
+    let out = Env::new().run(&[
+        "optimize",
+        &format!("{h}/fn/app:build-2"),
+        &format!("{h}/fn/slim:2"),
+        "--base-image",
+        &base,
+        "--reuse-from",
+        &format!("{h}/fn/slim:1"),
+        "--offline",
+        "-v",
+        "--format",
+        "json",
+    ]);
+    assert_success(&out, "optimize");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let refused: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("not using a layer listing"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{stderr}");
+    for (claimed, is) in [(&b, &a), (&a, &b)] {
+        assert!(
+            refused.iter().any(|l| l.contains(&format!(
+                "it is the listing of {}, not {}",
+                is.as_str().unwrap(),
+                claimed.as_str().unwrap()
+            ))),
+            "{stderr}"
+        );
+    }
+    // The three layers whose listings went unused were read.
+    let log = registry.log()[mark..].to_string();
+    for d in [a.as_str().unwrap(), b.as_str().unwrap(), &other_version] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{d} "))),
+            "{d} was read:\n{stderr}"
+        );
+    }
+    let r2: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let full = optimize(
+        &Env::new(),
+        &format!("{h}/fn/app:build-2"),
+        &format!("{h}/fn/slim:2-full"),
+        &["--base-image", &base, "--no-reuse"],
+    );
+    assert_eq!(r2["destination"]["digest"], full["destination"]["digest"]);
+}
+
 /// Words for text that compresses like source code does: much better at level
 /// 9 than at level 1.
 fn prose(seed: u64, bytes: usize) -> Vec<u8> {

@@ -806,6 +806,23 @@ pub fn http_status(host: &str, method: &str, path: &str, headers: &[(&str, &str)
         .unwrap_or(0)
 }
 
+/// PUT `body` to `path` on a plain-HTTP registry; the status code.
+pub fn http_put(host: &str, path: &str, content_type: &str, body: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(host).unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Write the built-in example images and push `(tag, repository:tag)` pairs of them
 /// to `registry` (extra skopeo flags, e.g. credentials, in `flags`).
 pub fn push_example(registry: &Registry, pairs: &[(&str, &str)], flags: &[&str]) {
