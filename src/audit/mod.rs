@@ -290,6 +290,13 @@ pub fn run(opts: &AuditOptions, catalog: &Catalog) -> Result<RunStats> {
             Ok(t) => t,
             Err(e) => return keep(fail(repo, "*", &e)),
         };
+        // Indexes of referrers (coldpress's listings, signatures) are not images.
+        let (referrers, tags): (Vec<String>, Vec<String>) = tags
+            .into_iter()
+            .partition(|t| crate::layer::attached::is_referrers_tag(t));
+        if !referrers.is_empty() {
+            ui::trace(|| format!("{repo}: {} referrers tags passed over", referrers.len()));
+        }
         match opts.tags {
             TagSelection::All => jobs
                 .lock()

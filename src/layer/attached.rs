@@ -54,6 +54,18 @@ pub fn referrers_tag(subject: &Digest) -> String {
     format!("{alg}-{hex}")
 }
 
+/// Whether `tag` has the referrers tag schema's shape (`sha256-<64 hex>`, or
+/// sha512's digest cut to 64): it names an index of some manifest's referrers
+/// (signatures, listings), not an image. A CI tag like `main-<git sha>` does
+/// not match: only the registered digest algorithms do.
+pub fn is_referrers_tag(tag: &str) -> bool {
+    tag.split_once('-').is_some_and(|(alg, hex)| {
+        matches!(alg, "sha256" | "sha512")
+            && hex.len() == 64
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// What [`attach`] did.
 pub struct Attached {
     pub manifest: Digest,
@@ -279,4 +291,27 @@ pub fn fetch(
         }
     }
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referrers_tags_are_told_from_release_tags() {
+        let d = Digest::of(b"x");
+        assert!(is_referrers_tag(&referrers_tag(&d)));
+        for tag in [
+            "latest",
+            "v1.2.3",
+            "sha256",
+            "sha256-abc",
+            "build-1",
+            "main-2f3a9c1",
+        ] {
+            assert!(!is_referrers_tag(tag), "{tag}");
+        }
+        let upper = referrers_tag(&d).to_uppercase().replace("SHA256", "sha256");
+        assert!(!is_referrers_tag(&upper));
+    }
 }

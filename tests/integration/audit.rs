@@ -571,3 +571,54 @@ fn repos_from_a_file_and_newest_tags() {
     assert!(want.len() >= 2);
     assert_eq!(got, want);
 }
+
+/// An optimized output carries its listings under a referrers tag
+/// (`sha256-<hex>`): the audit passes over such tags, whichever tags it takes,
+/// instead of failing them as images.
+#[test]
+fn referrers_tags_are_not_audited_as_images() {
+    let registry = Registry::start();
+    let h = &registry.host;
+    support::push_example(
+        &registry,
+        &[("base", "lambda/base:1"), ("app", "fn/app:1")],
+        &[],
+    );
+    let env = Env::new();
+    let r = env.report(&[
+        "optimize",
+        &format!("{h}/fn/app:1"),
+        &format!("{h}/fn/slim:1"),
+        "--base-image",
+        &format!("{h}/lambda/base:1"),
+    ]);
+    let tag = r["destination"]["digest"]
+        .as_str()
+        .unwrap()
+        .replace(':', "-");
+    assert_eq!(
+        support::raw_manifest(&format!("docker://{h}/fn/slim:{tag}"))["mediaType"],
+        "application/vnd.oci.image.index.v1+json",
+        "the registry holds the referrers tag"
+    );
+    for tags in ["all", "1"] {
+        let out = tempfile::tempdir().unwrap();
+        env.ok(&[
+            "audit",
+            h,
+            "--repo",
+            "fn/slim",
+            "--tags",
+            tags,
+            "--output",
+            out.path().to_str().unwrap(),
+            "--offline",
+            "-q",
+        ]);
+        assert_eq!(
+            keys(&rows(out.path())),
+            BTreeSet::from([("fn/slim".to_string(), "1".to_string(), "ok".to_string())]),
+            "--tags {tags}"
+        );
+    }
+}
