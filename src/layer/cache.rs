@@ -252,19 +252,10 @@ fn bad_path(e: &Entry) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer::{EntryKind, Meta};
+    use crate::layer::EntryKind;
 
     fn entry(path: &str, kind: EntryKind) -> Entry {
-        Entry {
-            path: path.into(),
-            kind,
-            meta: Meta::default(),
-            size: 0,
-            data_offset: 0,
-            content_hash: None,
-            captured: None,
-            program: None,
-        }
+        Entry::bare(path, kind)
     }
 
     fn listing(layer: &Digest, entries: Vec<Entry>) -> LayerListing {

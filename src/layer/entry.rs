@@ -95,6 +95,23 @@ impl Entry {
     }
 }
 
+#[cfg(test)]
+impl Entry {
+    /// An entry with default metadata and no data, for tests.
+    pub fn bare(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            meta: Meta::default(),
+            size: 0,
+            data_offset: 0,
+            content_hash: None,
+            captured: None,
+            program: None,
+        }
+    }
+}
+
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 

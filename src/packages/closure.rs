@@ -439,19 +439,10 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::fsindex::FsIndex;
-    use crate::layer::{Entry, EntryKind, Meta};
+    use crate::layer::{Entry, EntryKind};
 
     fn e(path: &str, kind: EntryKind) -> Entry {
-        Entry {
-            path: path.into(),
-            kind,
-            meta: Meta::default(),
-            size: 0,
-            data_offset: 0,
-            content_hash: None,
-            captured: None,
-            program: None,
-        }
+        Entry::bare(path, kind)
     }
 
     fn index() -> FsIndex {

@@ -696,13 +696,10 @@ fn strip_globs_remove_user_paths_and_keep_globs_win_over_every_rule() {
     assert_eq!(rules.get("/usr/bin/gcc-12"), Some(&"build-toolchain"));
 }
 
-/// Issue 10, the ephemeral CI runner: build 2 (a code-only change) optimized with
-/// an empty cache finds build 1's layers by the keys its config records, builds
-/// only the code layer, and its output is what a full rebuild gives.
-#[test]
-fn a_redeploy_with_an_empty_cache_reuses_the_previous_outputs_layers() {
+/// A registry with the example's base (`lambda/base:1`) and two builds of
+/// its app that differ in the code only (`fn/app:build-1`, `fn/app:build-2`).
+fn two_builds() -> Registry {
     let registry = Registry::start();
-    let h = &registry.host;
     support::push_example(
         &registry,
         &[
@@ -712,6 +709,16 @@ fn a_redeploy_with_an_empty_cache_reuses_the_previous_outputs_layers() {
         ],
         &[],
     );
+    registry
+}
+
+/// Issue 10, the ephemeral CI runner: build 2 (a code-only change) optimized with
+/// an empty cache finds build 1's layers by the keys its config records, builds
+/// only the code layer, and its output is what a full rebuild gives.
+#[test]
+fn a_redeploy_with_an_empty_cache_reuses_the_previous_outputs_layers() {
+    let registry = two_builds();
+    let h = &registry.host;
     let base = format!("{h}/lambda/base:1");
     let slim = format!("{h}/fn/app-slim");
     let by_origin = |r: &Value| -> Vec<(String, String, String)> {
@@ -945,17 +952,8 @@ fn listings_are_attached_beside_registry_images_only_and_never_over_another_tag(
 /// layer makes.
 #[test]
 fn a_forged_or_foreign_listing_is_not_used() {
-    let registry = Registry::start();
+    let registry = two_builds();
     let h = &registry.host;
-    support::push_example(
-        &registry,
-        &[
-            ("base", "lambda/base:1"),
-            ("app", "fn/app:build-1"),
-            ("app-v2", "fn/app:build-2"),
-        ],
-        &[],
-    );
     let base = format!("{h}/lambda/base:1");
     let r1 = optimize(
         &Env::new(),

@@ -791,6 +791,17 @@ pub fn set_raw_name(h: &mut tar::Header, name: &[u8]) {
 
 /// A raw HTTP/1.1 request to a loopback registry; returns the status code.
 pub fn http_status(host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    http(host, method, path, headers, &[])
+}
+
+/// PUT `body` to `path` on a plain-HTTP registry; the status code.
+pub fn http_put(host: &str, path: &str, content_type: &str, body: &[u8]) -> u16 {
+    let length = body.len().to_string();
+    let headers = [("Content-Type", content_type), ("Content-Length", &length)];
+    http(host, "PUT", path, &headers, body)
+}
+
+fn http(host: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
     let mut s = TcpStream::connect(host).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -798,22 +809,6 @@ pub fn http_status(host: &str, method: &str, path: &str, headers: &[(&str, &str)
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    resp.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-/// PUT `body` to `path` on a plain-HTTP registry; the status code.
-pub fn http_put(host: &str, path: &str, content_type: &str, body: &[u8]) -> u16 {
-    let mut s = TcpStream::connect(host).unwrap();
-    let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
     s.write_all(body).unwrap();
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
