@@ -248,10 +248,12 @@ pub struct OptimizeArgs {
     #[arg(long, value_name = "PERCENT")]
     pub fail_if_savings_under: Option<f64>,
     /// Reuse layers an earlier output recorded (config label dev.coldpress.layer-keys)
-    /// from this image. Default: what the destination tag points to now.
+    /// from this image, and the layer listings attached to it (its referrers tag).
+    /// Default: what the destination tag points to now.
     #[arg(long, value_name = "REF")]
     pub reuse_from: Option<String>,
-    /// Build every layer, even those an earlier run already built.
+    /// Use no earlier output's layers or listings; only this machine's own cache
+    /// (--cache-dir) still serves.
     #[arg(long, conflicts_with = "reuse_from")]
     pub no_reuse: bool,
     /// Directory for spooled layers (default: the system temp directory).
