@@ -10,8 +10,8 @@
 //! (image-spec 1.1), found through the distribution spec's referrers tag
 //! schema: the tag `sha256-<hex of the subject>` names an index of the
 //! subject's referrers. Every registry serves a tag, registry 2.x included,
-//! and a tagged index keeps the artifact from garbage collection. Other
-//! tools' entries in that index are kept.
+//! and a tagged index keeps the artifact from the CNCF registry's garbage
+//! collection. Other tools' entries in that index are kept.
 //!
 //! Each layer's listing is a blob of its own, the listing cache's file as it
 //! is: the same on every runner, so a redeploy uploads only the listings of
