@@ -40,6 +40,9 @@ pub struct LayerCache {
     /// Keeps a temporary directory alive when no cache directory was given.
     _tmp: Option<crate::workdir::RunDir>,
     locks: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
+    /// The file each listing this run used came from (or went to): current,
+    /// so [`stored_file`](Self::stored_file) need not read it again.
+    served: Mutex<HashMap<Digest, PathBuf>>,
     /// Layers read from a source (not from the cache) in this process.
     pub reads: AtomicU64,
     pub hits: AtomicU64,
@@ -61,6 +64,7 @@ impl LayerCache {
             imported: None,
             _tmp: tmp,
             locks: Mutex::new(HashMap::new()),
+            served: Mutex::new(HashMap::new()),
             reads: AtomicU64::new(0),
             hits: AtomicU64::new(0),
         })
@@ -86,9 +90,9 @@ impl LayerCache {
         })
     }
 
-    fn load(&self, d: &Digest) -> Option<LayerListing> {
-        let (s, _) = self.stored(d)?;
-        Some(LayerListing {
+    fn load(&self, d: &Digest) -> Option<(LayerListing, PathBuf)> {
+        let (s, path) = self.stored(d)?;
+        let listing = LayerListing {
             digest: s.digest,
             diff_id: s.diff_id,
             compressed_size: s.compressed_size,
@@ -97,7 +101,8 @@ impl LayerCache {
             entries: s.entries,
             spool: None,
             programs: s.programs,
-        })
+        };
+        Some((listing, path))
     }
 
     fn store(&self, l: &LayerListing) -> Result<()> {
@@ -111,7 +116,17 @@ impl LayerCache {
             entries: l.entries.clone(),
             programs: l.programs,
         };
-        crate::fsutil::write_json_zst_atomic(&self.path(&l.digest), &s, "a listing")
+        let path = self.path(&l.digest);
+        crate::fsutil::write_json_zst_atomic(&path, &s, "a listing")?;
+        self.served_from(&l.digest, path);
+        Ok(())
+    }
+
+    fn served_from(&self, d: &Digest, path: PathBuf) {
+        self.served
+            .lock()
+            .expect("not poisoned")
+            .insert(d.clone(), path);
     }
 
     /// The listing of `desc`, read from `source` only if no one has read it before.
@@ -130,7 +145,7 @@ impl LayerCache {
             .or_default()
             .clone();
         let _held = lock.lock().expect("not poisoned");
-        if let Some(l) = self.load(&desc.digest)
+        if let Some((l, path)) = self.load(&desc.digest)
             && &l.diff_id == diff_id
             // A listing stored without content hashes cannot serve a reader that needs them.
             && (!opts.hash_contents
@@ -141,6 +156,7 @@ impl LayerCache {
             && (!opts.programs || l.programs)
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            self.served_from(&desc.digest, path);
             return Ok(l);
         }
         let l = read_layer(source, desc, diff_id, opts)?;
@@ -153,7 +169,8 @@ impl LayerCache {
     /// Its bytes are the same on every runner that read the same layer the
     /// same way, so a copy another run attached is found in the registry.
     pub fn stored_file(&self, d: &Digest) -> Option<PathBuf> {
-        self.stored(d).map(|(_, p)| p)
+        let served = self.served.lock().expect("not poisoned").get(d).cloned();
+        served.or_else(|| self.stored(d).map(|(_, p)| p))
     }
 
     /// Whether a listing file for `d` is here (cheap: not read).
@@ -316,7 +333,7 @@ mod tests {
             std::fs::read(b.stored_file(&layer).unwrap()).unwrap(),
             std::fs::read(&file).unwrap()
         );
-        assert_eq!(b.load(&layer).unwrap().entries.len(), 4);
+        assert_eq!(b.load(&layer).unwrap().0.entries.len(), 4);
         let own = LayerCache::new(Some(dir.path().join("layers"))).unwrap();
         assert!(
             own.load(&layer).is_none(),
